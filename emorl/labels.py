@@ -1,0 +1,273 @@
+"""Emotion labels: canonical names, each corpus's label set, synonyms, and answer parsing.
+
+Every other part of emorl speaks in *canonical* emotion names (lower-case English words such as
+``"happy"`` or ``"angry"``). Corpora map their raw labels onto these names exactly as EmoBox does
+(``../shared/data/emobox/<corpus>/label_map.json``), and a label set's order is EmoBox's class
+order, so class ids agree with EmoBox's.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+#: The names emorl knows. Corpora outside these (EmoBox has 32) may add their own lower-case
+#: names; everything downstream treats a label as an opaque canonical string.
+CANONICAL_EMOTIONS: tuple[str, ...] = (
+    "neutral",
+    "happy",
+    "sad",
+    "angry",
+    "fear",
+    "disgust",
+    "surprise",
+    "calm",
+    "frustrated",
+    "excited",
+    "contempt",
+    "other",
+)
+
+#: Words a model (or a corpus) may use for a canonical emotion. Keys are matched as whole words,
+#: case-insensitively; each canonical name is implicitly its own synonym.
+SYNONYMS: Mapping[str, str] = {
+    "joy": "happy",
+    "joyful": "happy",
+    "happiness": "happy",
+    "glad": "happy",
+    "sadness": "sad",
+    "sorrow": "sad",
+    "sorrowful": "sad",
+    "unhappy": "sad",
+    "anger": "angry",
+    "mad": "angry",
+    "furious": "angry",
+    "fearful": "fear",
+    "afraid": "fear",
+    "scared": "fear",
+    "fright": "fear",
+    "frightened": "fear",
+    "disgusted": "disgust",
+    "surprised": "surprise",
+    "astonished": "surprise",
+    "astonishment": "surprise",
+    "calmness": "calm",
+    "frustration": "frustrated",
+    "excitement": "excited",
+    "contemptuous": "contempt",
+    "neutrality": "neutral",
+}
+
+
+class UnknownLabelError(ValueError):
+    """A raw corpus label, or a label name, that the label set does not know."""
+
+
+def canonical_label(name: str) -> str:
+    """Map a label name or synonym to its canonical name.
+
+    ``"Joy"``, ``" happiness "`` and ``"HAPPY"`` all give ``"happy"``. A name that is neither
+    canonical nor a known synonym is returned lower-cased and stripped, so corpora with their own
+    classes (EmoBox has e.g. ``"Boredom"``) keep working; use :func:`is_known_emotion` to tell.
+    """
+    key = re.sub(r"[\s_\-]+", " ", name.strip().lower())
+    if key in CANONICAL_EMOTIONS:
+        return key
+    return SYNONYMS.get(key, key)
+
+
+def is_known_emotion(name: str) -> bool:
+    """True when ``name`` is a canonical emotion or one of its synonyms."""
+    return canonical_label(name) in CANONICAL_EMOTIONS
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """The classes of one corpus (or task) and how its raw labels map onto them.
+
+    ``classes`` holds canonical names in class-id order; ``raw_map`` maps every raw label the
+    corpus uses (``"exc"``, ``"Fearful"``, ``"sa"``) to a canonical name in ``classes``.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    raw_map: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"label set {self.name!r} repeats a class: {self.classes}")
+        stray = sorted(set(self.raw_map.values()) - set(self.classes))
+        if stray:
+            raise ValueError(f"label set {self.name!r} maps raw labels onto unknown classes {stray}")
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def __contains__(self, label: object) -> bool:
+        return label in self.classes
+
+    def index(self, label: str) -> int:
+        """Class id of a canonical label; raises :class:`UnknownLabelError` for others."""
+        try:
+            return self.classes.index(label)
+        except ValueError:
+            raise UnknownLabelError(
+                f"label {label!r} is not in the {self.name} label set {list(self.classes)}"
+            ) from None
+
+    def from_raw(self, raw: str) -> str:
+        """Canonical label of a raw corpus label; raises :class:`UnknownLabelError` for others."""
+        if raw in self.raw_map:
+            return self.raw_map[raw]
+        raise UnknownLabelError(
+            f"raw label {raw!r} is not in the {self.name} label map {sorted(self.raw_map)}"
+        )
+
+    @classmethod
+    def from_emobox_map(cls, name: str, label_map: Mapping[str, str]) -> "LabelSet":
+        """Build from an EmoBox ``label_map.json`` (raw label -> class name such as ``"Happy"``).
+
+        Class order is the order in which class names first appear, as in EmoBox.
+        """
+        raw_map = {raw: canonical_label(cls_name) for raw, cls_name in label_map.items()}
+        classes = tuple(dict.fromkeys(raw_map.values()))
+        return cls(name=name, classes=classes, raw_map=raw_map)
+
+
+#: EmoBox's label maps for the four corpora of the papers, in EmoBox's class order.
+CORPUS_LABELS: Mapping[str, LabelSet] = {
+    "iemocap": LabelSet(
+        "iemocap",
+        ("neutral", "happy", "angry", "sad"),
+        {"neu": "neutral", "hap": "happy", "ang": "angry", "sad": "sad", "exc": "happy"},
+    ),
+    "meld": LabelSet(
+        "meld",
+        ("neutral", "happy", "sad", "surprise", "disgust", "angry", "fear"),
+        {
+            "neutral": "neutral",
+            "joy": "happy",
+            "sadness": "sad",
+            "surprise": "surprise",
+            "disgust": "disgust",
+            "anger": "angry",
+            "fear": "fear",
+        },
+    ),
+    "ravdess": LabelSet(
+        "ravdess",
+        ("angry", "surprise", "sad", "disgust", "happy", "calm", "neutral", "fear"),
+        {
+            "Angry": "angry",
+            "Surprised": "surprise",
+            "Sad": "sad",
+            "Disgust": "disgust",
+            "Happy": "happy",
+            "Calm": "calm",
+            "Neutral": "neutral",
+            "Fearful": "fear",
+        },
+    ),
+    "savee": LabelSet(
+        "savee",
+        ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"),
+        {
+            "a": "angry",
+            "d": "disgust",
+            "f": "fear",
+            "h": "happy",
+            "n": "neutral",
+            "sa": "sad",
+            "su": "surprise",
+        },
+    ),
+}
+
+#: EmoBox's cross-corpus track (track 2): four classes shared by every corpus.
+CROSS_CORPUS_LABELS = LabelSet(
+    "track2",
+    ("angry", "happy", "neutral", "sad"),
+    {"angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad"},
+)
+
+
+def get_label_set(corpus: str) -> LabelSet:
+    """The :class:`LabelSet` of a known corpus (``iemocap``, ``meld``, ``ravdess``, ``savee``)."""
+    try:
+        return CORPUS_LABELS[corpus.lower()]
+    except KeyError:
+        raise UnknownLabelError(
+            f"no built-in label set for corpus {corpus!r}; known: {sorted(CORPUS_LABELS)}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing a model's answer
+# ---------------------------------------------------------------------------------------------
+
+_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
+_CUE = re.compile(
+    r"\b(?:answer|emotion|label|prediction|predicted|classification)\b\s*(?:is|was|would be)?"
+    r"\s*[:=\-]*\s*[\"'*(\[]*",
+    re.IGNORECASE,
+)
+
+
+def _vocabulary(label_set: Iterable[str]) -> dict[str, str]:
+    """Surface word -> canonical label, for every label of the set and its synonyms."""
+    wanted = {canonical_label(label) for label in label_set}
+    vocab = {label: label for label in wanted}
+    vocab.update({word: canon for word, canon in SYNONYMS.items() if canon in wanted})
+    return vocab
+
+
+def _mentions(text: str, vocab: Mapping[str, str]) -> list[tuple[int, str]]:
+    """(position, canonical label) for every whole-word mention of a vocabulary word in text."""
+    found: list[tuple[int, str]] = []
+    lowered = text.lower()
+    for word, canon in vocab.items():
+        pattern = r"(?<![a-z])" + re.escape(word).replace(r"\ ", r"[\s_\-]+") + r"(?![a-z])"
+        found.extend((m.start(), canon) for m in re.finditer(pattern, lowered))
+    return sorted(found)
+
+
+def _parse_span(text: str, vocab: Mapping[str, str], *, first_wins: bool) -> str | None:
+    mentions = _mentions(text, vocab)
+    if not mentions:
+        return None
+    distinct = list(dict.fromkeys(canon for _, canon in mentions))
+    if len(distinct) == 1 or first_wins:
+        return distinct[0]
+    # Several labels in free text ("not angry, rather sad"): trust an explicit cue, else give up.
+    for cue in _CUE.finditer(text):
+        after = _mentions(text[cue.end() : cue.end() + 40], vocab)
+        if after and after[0][0] == 0:
+            return after[0][1]
+    return None
+
+
+def parse_answer(text: str | None, label_set: Sequence[str]) -> str | None:
+    """Pull the predicted emotion out of a model's free text.
+
+    Order of evidence:
+
+    1. the last ``<answer>...</answer>`` block (tags in any case); inside it the first label or
+       synonym mentioned wins (``"<answer> Joy. </answer>"`` gives ``"happy"``);
+    2. without a usable answer block, the whole text: a single distinct label mentioned wins;
+       with several, a label right after a cue such as ``"emotion is"`` or ``"Answer:"`` wins;
+       otherwise the answer is ambiguous.
+
+    Matching is case-insensitive, on whole words, tolerant of surrounding spaces and punctuation,
+    and maps synonyms (``joy``, ``sadness``, ``fearful``, ...) to canonical names. Only labels of
+    ``label_set`` (canonical names) can be returned; ``None`` means nothing usable was found.
+    """
+    if not text:
+        return None
+    vocab = _vocabulary(label_set)
+    blocks = _ANSWER_BLOCK.findall(text)
+    if blocks:
+        parsed = _parse_span(blocks[-1], vocab, first_wins=True)
+        if parsed is not None:
+            return parsed
+    return _parse_span(_ANSWER_BLOCK.sub(" ", text) if blocks else text, vocab, first_wins=False)
