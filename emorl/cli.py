@@ -1,0 +1,94 @@
+"""The ``emorl`` command.
+
+``emorl fit|validate|test|predict --config X.yaml`` go to :class:`EmorlCLI` (LightningCLI);
+``emorl data ...`` and ``emorl demo`` are plain argparse commands (``emorl/commands.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import lightning as L
+from lightning.pytorch.cli import LightningCLI
+
+from emorl.data.datamodule import EmoDataModule
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+DEFAULT_LOGGER = {
+    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+    "init_args": {"save_dir": "runs", "name": "default"},
+}
+
+
+class EmorlCLI(LightningCLI):
+    """LightningCLI with emorl's DataModule, any LightningModule, and emorl's defaults.
+
+    - the model's ``class_names`` come from the DataModule (the training corpus's label set);
+    - runs log to TensorBoard under ``runs/<name>/version_N`` (auto-versioned, so the saved
+      ``config.yaml`` never collides with an earlier run's);
+    - each LightningModule configures its own optimiser (documented in its ``__init__``);
+    - after ``test`` a UA / WA / F1 table of every test set is printed.
+
+    ``parse_only=True`` parses and validates a config without building anything (used by the
+    test that parses every shipped config).
+    """
+
+    def __init__(self, *args, parse_only: bool = False, **kwargs) -> None:
+        self.parse_only = parse_only
+        kwargs.setdefault("datamodule_class", EmoDataModule)
+        kwargs.setdefault("model_class", L.LightningModule)
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("trainer_defaults", {"logger": DEFAULT_LOGGER})
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        if not self.parse_only:
+            super().instantiate_classes()
+
+    def after_test(self) -> None:
+        results = getattr(self.model, "test_results", None)
+        if results and self.trainer.is_global_zero:
+            from emorl.metrics import format_table
+
+            print(format_table(results))
+
+
+def _print_overview() -> None:
+    print(
+        "usage: emorl {fit,validate,test,predict,data,demo} ...\n\n"
+        "Speech emotion recognition with audio-language models trained by RL, and baselines.\n\n"
+        "training and evaluation (LightningCLI; `emorl fit --help` for every option):\n"
+        "  fit        train a model:            emorl fit --config configs/baselines/acoustic_demo.yaml\n"
+        "  validate   run the validation split: emorl validate --config X.yaml --ckpt_path CKPT\n"
+        "  test       test on every test set:   emorl test --config X.yaml --ckpt_path CKPT\n"
+        "  predict    predict the test sets:    emorl predict --config X.yaml --ckpt_path CKPT\n\n"
+        "data (`emorl data --help`):\n"
+        "  data prepare {meld,iemocap,ravdess,savee}  native corpus -> prepared manifests + EmoBox folds\n"
+        "  data import-emobox                         any EmoBox manifest -> prepared corpus\n"
+        "  data track2                                EmoBox cross-corpus test set (4 classes, 240 clips)\n"
+        "  data synth                                 render the embedded demo corpus (espeak-ng)\n"
+        "  data check                                 find unreadable / empty / silent / NaN / long clips\n\n"
+        "  demo       the main job on the embedded demo corpus, end to end\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        _print_overview()
+        return
+    if argv[0] in ("data", "demo"):
+        from emorl.commands import run_command
+
+        sys.exit(run_command(argv))
+    if argv[0] not in LIGHTNING_SUBCOMMANDS and not argv[0].startswith("-"):
+        print(f"emorl: unknown command {argv[0]!r}\n", file=sys.stderr)
+        _print_overview()
+        sys.exit(2)
+    EmorlCLI(args=argv)

@@ -1,0 +1,131 @@
+"""``emorl data ...`` and ``emorl demo``: argparse front-ends over the library functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = "configs/baselines/acoustic_demo.yaml"
+
+
+def _data_parser(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="prepare, import, synthesise and check corpora")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+
+    prep = dsub.add_parser("prepare", help="native corpus layout -> prepared manifests and EmoBox folds")
+    prep.add_argument("corpus", choices=["meld", "iemocap", "ravdess", "savee"])
+    prep.add_argument("--root", required=True, type=Path, help="the corpus as downloaded (native layout)")
+    prep.add_argument("--out", required=True, type=Path, help="output folder of the prepared corpus")
+
+    imp = dsub.add_parser("import-emobox", help="any EmoBox manifest -> prepared corpus")
+    imp.add_argument("--manifest", required=True, type=Path, help="EmoBox data/<corpus>/<corpus>.jsonl")
+    imp.add_argument("--audio-root", required=True, type=Path, help="folder the manifest's wav paths are relative to")
+    imp.add_argument("--out", required=True, type=Path)
+    imp.add_argument("--name", help="corpus name (default: the manifest's dataset field)")
+    imp.add_argument("--label-map", type=Path, help="EmoBox label_map.json (default: beside the manifest)")
+    imp.add_argument("--folds", type=Path, help="folder holding EmoBox's fold_K/ folders (default: beside the manifest)")
+
+    track2 = dsub.add_parser("track2", help="EmoBox cross-corpus test set: 4 classes, 240 balanced clips")
+    track2.add_argument("--prepared", required=True, type=Path, help="a prepared corpus folder")
+    track2.add_argument("--selection", required=True, type=Path, help="EmoBox data/track2/<CORPUS>_selected_balenced.jsonl")
+    track2.add_argument("--out", required=True, type=Path)
+
+    synth = dsub.add_parser("synth", help="render the embedded demo corpus with espeak-ng (RAVDESS layout)")
+    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--actors", type=int, default=8)
+    synth.add_argument("--sentences", type=int, default=4, help="sentences per emotion")
+    synth.add_argument("--seed", type=int, default=0)
+
+    check = dsub.add_parser("check", help="report unreadable, empty, silent, NaN and over-long clips")
+    check.add_argument("prepared", type=Path, help="a prepared corpus folder")
+    check.add_argument("--max-seconds", type=float, default=30.0, help="clips above this are reported as too long")
+
+
+def _demo_parser(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="the main job on the embedded demo corpus, end to end")
+    demo.add_argument("--data-root", type=Path, default=Path("data/demo"), help="where the demo corpus goes")
+    demo.add_argument("--config", default=DEMO_CONFIG, help="training config to run")
+    demo.add_argument("--max-epochs", type=int, help="override the config's trainer.max_epochs")
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    if args.data_command == "prepare":
+        from emorl.data.corpora import PREPARERS
+
+        PREPARERS[args.corpus](args.root, args.out)
+    elif args.data_command == "import-emobox":
+        from emorl.data.corpora import import_emobox
+
+        import_emobox(args.manifest, args.audio_root, args.out, name=args.name,
+                      label_map=args.label_map, folds_dir=args.folds)
+    elif args.data_command == "track2":
+        from emorl.data.corpora import make_track2
+
+        make_track2(args.prepared, args.selection, args.out)
+    elif args.data_command == "synth":
+        from emorl.data.synth import synthesize
+
+        summary = synthesize(args.out, actors=args.actors, sentences_per_emotion=args.sentences, seed=args.seed)
+        print(summary)
+    elif args.data_command == "check":
+        from emorl.data.check import main_check
+
+        return main_check(args.prepared, args.max_seconds)
+    return 0
+
+
+def _resolve_config(config: str) -> Path:
+    for candidate in (Path(config), REPO_ROOT / config):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"config {config} not found (looked in . and {REPO_ROOT})")
+
+
+def run_demo(data_root: Path, config: str = DEMO_CONFIG, max_epochs: int | None = None) -> dict:
+    """Synthesise and prepare the demo corpus (once), train, test, print the table.
+
+    Returns ``{test_set: {metric: value}}``.
+    """
+    from emorl.cli import EmorlCLI
+    from emorl.data.corpora import PREPARERS
+    from emorl.data.synth import synthesize
+    from emorl.metrics import format_table
+
+    raw, prepared = data_root / "raw", data_root / "prepared"
+    if not (raw / "transcripts.tsv").is_file():
+        print(f"[demo] rendering the demo corpus into {raw} ...", flush=True)
+        print(synthesize(raw), flush=True)
+    if not (prepared / "corpus.json").is_file():
+        print(f"[demo] preparing it into {prepared} ...", flush=True)
+        PREPARERS["ravdess"](raw, prepared)
+    args = ["--config", str(_resolve_config(config)), "--data.data_dir", str(prepared)]
+    if max_epochs is not None:
+        args += ["--trainer.max_epochs", str(max_epochs)]
+    cli = EmorlCLI(args=args, run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best")
+    results = cli.model.test_results
+    print(f"\n[demo] held-out actors, {cli.trainer.log_dir}:")
+    print(format_table(results))
+    return results
+
+
+def run_command(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="emorl")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _data_parser(sub)
+    _demo_parser(sub)
+    args = parser.parse_args(list(argv))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "data":
+            return _run_data(args)
+        run_demo(args.data_root, args.config, args.max_epochs)
+        return 0
+    except (OSError, ValueError, RuntimeError) as err:  # our errors name the file and the fix
+        print(f"emorl {args.command}: error: {err}", file=sys.stderr)
+        return 1

@@ -1,0 +1,293 @@
+"""EmoDataModule: the one DataModule every emorl model trains and tests on.
+
+It reads a prepared corpus (``emorl data prepare``) and yields batches of raw 16 kHz waveforms with
+label ids in the *training* corpus's label set. Models that need features (a processor, MFCCs)
+turn these into their own inputs through a ``collate_fn`` property on the LightningModule, which
+the DataModule uses when present.
+
+Label rule for a test corpus whose label set differs from the training corpus (documented in
+``docs/data.md``): each test utterance's canonical label is first passed through
+``label_aliases`` (e.g. ``{calm: neutral}``); if the result is a class of the training label set
+the utterance is kept with that class id, otherwise it is dropped (``unknown_test_labels: drop``,
+counted and logged per test set) or raises (``unknown_test_labels: error``). Predictions may
+still be any training class, so a MELD-trained model tested on RAVDESS can answer "surprise".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from emorl.audio import TARGET_SAMPLE_RATE, AudioError, DurationPolicy, load_audio
+from emorl.data.manifest import ManifestError, PreparedCorpus, load_prepared_corpus
+from emorl.data.sampling import LengthBucketSampler, split_train_valid
+from emorl.labels import LabelSet, UnknownLabelError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TestSet:
+    """A named test set: a prepared corpus folder, a fold and a split (``all`` = every row)."""
+
+    __test__ = False  # not a pytest test class
+
+    path: str
+    fold: int = 1
+    split: Literal["train", "valid", "test", "all"] = "test"
+
+
+class EmotionDataset(Dataset):
+    """Manifest rows -> ``{"key", "wave", "label", "row"}``; undecodable clips become ``None``.
+
+    A clip that fails to decode is logged with its key and path and counted in
+    ``failed_keys``; collation drops it, so one bad file never stops a run
+    (``strict_audio=True`` raises instead).
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        label_ids: Sequence[int],
+        corpus: PreparedCorpus,
+        duration: DurationPolicy,
+        sample_rate: int = TARGET_SAMPLE_RATE,
+        strict_audio: bool = False,
+    ) -> None:
+        if len(rows) != len(label_ids):
+            raise ValueError("rows and label_ids differ in length")
+        self.rows = list(rows)
+        self.label_ids = list(label_ids)
+        self.corpus = corpus
+        self.duration = duration
+        self.sample_rate = sample_rate
+        self.strict_audio = strict_audio
+        self.failed_keys: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def lengths(self) -> list[float]:
+        """Clip durations in seconds from the manifest (for bucketing), 0 when unknown."""
+        return [float(row.get("length") or 0.0) for row in self.rows]
+
+    def __getitem__(self, index: int) -> dict | None:
+        row = self.rows[index]
+        path = self.corpus.resolve_wav(row["wav"])
+        try:
+            wave = load_audio(path, self.sample_rate, channel=row.get("channel"))
+        except AudioError as err:
+            if self.strict_audio:
+                raise
+            self.failed_keys.append(row["key"])
+            log.warning("skipping clip %s (%s): %s", row["key"], path, err)
+            return None
+        if not np.isfinite(wave).all():
+            if self.strict_audio:
+                raise AudioError(f"{path} holds NaN or infinite samples")
+            self.failed_keys.append(row["key"])
+            log.warning("skipping clip %s (%s): NaN or infinite samples", row["key"], path)
+            return None
+        wave = self.duration.apply(wave, self.sample_rate)
+        if wave is None:  # longer than the manifest said; the policy drops it
+            return None
+        return {"key": row["key"], "wave": wave, "label": self.label_ids[index], "row": row}
+
+
+def collate_waves(items: Sequence[dict | None]) -> dict | None:
+    """Pad waveforms into a batch; ``None`` items (undecodable clips) are dropped.
+
+    Returns ``{"wave": (B, T) float, "wave_lengths": (B,) long, "label": (B,) long,
+    "key": [str], "row": [dict]}``, or ``None`` when every item was dropped.
+    """
+    items = [item for item in items if item is not None]
+    if not items:
+        return None
+    lengths = torch.tensor([len(item["wave"]) for item in items], dtype=torch.long)
+    wave = torch.zeros(len(items), int(lengths.max()), dtype=torch.float32)
+    for i, item in enumerate(items):
+        wave[i, : len(item["wave"])] = torch.from_numpy(np.asarray(item["wave"], dtype=np.float32))
+    return {
+        "wave": wave,
+        "wave_lengths": lengths,
+        "label": torch.tensor([item["label"] for item in items], dtype=torch.long),
+        "key": [item["key"] for item in items],
+        "row": [item["row"] for item in items],
+    }
+
+
+class EmoDataModule(L.LightningDataModule):
+    """Train / validation / named test sets from prepared corpora.
+
+    Args:
+        data_dir: prepared training corpus (``emorl data prepare ... --out DIR``).
+        fold: which of its folds to use.
+        test_sets: extra named test sets, e.g. ``{ravdess: {path: data/ravdess_track2}}``; each is
+            evaluated and logged under its own name (``test/<name>/ua``).
+        include_own_test: also test on the training corpus's own test split (named after it).
+        batch_size: training batch size; ``eval_batch_size`` for validation / test (default same).
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        sample_rate: waveform rate handed to models.
+        max_seconds / duration_mode: clips over ``max_seconds`` are skipped (EmoBox), truncated or
+            kept; skipping uses the manifest's ``length`` so no audio is decoded to decide.
+        val_fraction: share of the training split carved out for validation when the fold has
+            no ``valid`` file (all corpora but MELD); stratified by label, seeded.
+        val_group_by: ``utterance`` or ``speaker`` (whole speakers go to validation).
+        unknown_test_labels: ``drop`` or ``error`` for test labels outside the training set.
+        label_aliases: canonical test label -> training label, applied before that check.
+        bucket_by_length: batch clips of similar length together (less padding).
+        limit_per_split: keep at most this many rows per split (quick runs, smoke tests).
+        strict_audio: raise on an undecodable clip instead of logging and skipping it.
+        seed: seeds the validation split and the shuffling.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        fold: int = 1,
+        test_sets: dict[str, TestSet] | None = None,
+        include_own_test: bool = True,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        sample_rate: int = TARGET_SAMPLE_RATE,
+        max_seconds: float | None = 30.0,
+        duration_mode: Literal["skip", "truncate", "keep"] = "skip",
+        val_fraction: float = 0.1,
+        val_group_by: Literal["utterance", "speaker"] = "utterance",
+        unknown_test_labels: Literal["drop", "error"] = "drop",
+        label_aliases: dict[str, str] | None = None,
+        bucket_by_length: bool = False,
+        limit_per_split: int | None = None,
+        strict_audio: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.corpus = load_prepared_corpus(data_dir)
+        if fold not in self.corpus.folds:
+            raise ManifestError(f"{data_dir}: fold {fold} does not exist; folds are {self.corpus.folds}")
+        self.duration = DurationPolicy(max_seconds, duration_mode)
+        self.test_specs: dict[str, TestSet] = {}
+        if include_own_test:
+            self.test_specs[self.corpus.name] = TestSet(str(data_dir), fold, "test")
+        for name, spec in (test_sets or {}).items():
+            self.test_specs[name] = spec if isinstance(spec, TestSet) else TestSet(**spec)
+        self.datasets: dict[str, EmotionDataset] = {}
+        self.test_names: list[str] = []
+        self.dropped_counts: dict[str, Counter] = {}
+
+    # -- what models need before setup() --------------------------------------------------------
+    @property
+    def label_set(self) -> LabelSet:
+        return self.corpus.label_set
+
+    @property
+    def class_names(self) -> list[str]:
+        """The training label set, in class-id order (linked to every model's ``class_names``)."""
+        return list(self.corpus.label_set.classes)
+
+    # -- building datasets ------------------------------------------------------------------------
+    def _label_ids(self, rows: list[dict], set_name: str, strict: bool) -> tuple[list[dict], list[int]]:
+        aliases = self.hparams.label_aliases or {}
+        kept, ids, dropped = [], [], Counter()
+        for row in rows:
+            label = aliases.get(row["label"], row["label"])
+            if label not in self.label_set:
+                if strict or self.hparams.unknown_test_labels == "error":
+                    raise UnknownLabelError(
+                        f"{set_name}: utterance {row['key']} has label {row['label']!r}, which is not "
+                        f"in the training label set {self.class_names}; add a label_aliases entry "
+                        "or set unknown_test_labels: drop"
+                    )
+                dropped[row["label"]] += 1
+                continue
+            kept.append(row)
+            ids.append(self.label_set.index(label))
+        if dropped:
+            self.dropped_counts[set_name] = dropped
+            log.warning(
+                "%s: dropped %d utterances whose labels are not in the training label set: %s",
+                set_name, sum(dropped.values()), dict(dropped),
+            )
+        return kept, ids
+
+    def _dataset(self, rows: list[dict], corpus: PreparedCorpus, name: str, strict: bool) -> EmotionDataset:
+        kept = [r for r in rows if self.duration.keeps(float(r.get("length") or 0.0))]
+        if len(kept) < len(rows):
+            log.warning(
+                "%s: %d clips longer than %s s skipped (duration_mode=skip)",
+                name, len(rows) - len(kept), self.duration.max_seconds,
+            )
+        if self.hparams.limit_per_split:
+            kept = kept[: self.hparams.limit_per_split]
+        kept, ids = self._label_ids(kept, name, strict)
+        return EmotionDataset(
+            kept, ids, corpus, self.duration, self.hparams.sample_rate, self.hparams.strict_audio
+        )
+
+    def _test_rows(self, spec: TestSet) -> tuple[list[dict], PreparedCorpus]:
+        corpus = self.corpus if Path(spec.path) == Path(self.hparams.data_dir) else load_prepared_corpus(spec.path)
+        if spec.split == "all":
+            return corpus.rows(), corpus
+        return corpus.split(spec.fold, spec.split), corpus
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if stage in (None, "fit", "validate") and "train" not in self.datasets:
+            train = self.corpus.split(hp.fold, "train")
+            valid = self.corpus.split(hp.fold, "valid")
+            if not train:
+                raise ManifestError(f"{self.corpus.root}: fold {hp.fold} has no training utterances")
+            if not valid:
+                train, valid = split_train_valid(train, hp.val_fraction, hp.val_group_by, hp.seed)
+            self.datasets["train"] = self._dataset(train, self.corpus, "train", strict=True)
+            self.datasets["valid"] = self._dataset(valid, self.corpus, "valid", strict=True)
+        if stage in (None, "test", "predict") and not self.test_names:
+            for name, spec in self.test_specs.items():
+                rows, corpus = self._test_rows(spec)
+                self.datasets[f"test/{name}"] = self._dataset(rows, corpus, name, strict=False)
+                self.test_names.append(name)
+
+    # -- loaders ----------------------------------------------------------------------------------
+    def _collate(self) -> Callable:
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        return getattr(model, "collate_fn", None) or collate_waves
+
+    def _loader(self, dataset: EmotionDataset, train: bool) -> DataLoader:
+        hp = self.hparams
+        batch_size = hp.batch_size if train else (hp.eval_batch_size or hp.batch_size)
+        sampler = None
+        if train and hp.bucket_by_length:
+            sampler = LengthBucketSampler(dataset.lengths(), batch_size, shuffle=True, seed=hp.seed)
+        generator = torch.Generator().manual_seed(hp.seed)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            generator=generator if train and sampler is None else None,
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+            collate_fn=self._collate(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["train"], train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["valid"], train=False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.datasets[f"test/{name}"], train=False) for name in self.test_names]
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return self.test_dataloader()

@@ -1,0 +1,114 @@
+"""Seeded validation splits and length-bucketed sampling."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterator, Literal, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+def split_train_valid(
+    rows: Sequence[dict],
+    val_fraction: float,
+    group_by: Literal["utterance", "speaker"] = "utterance",
+    seed: int = 0,
+) -> tuple[list[dict], list[dict]]:
+    """Carve a validation split from training rows, deterministically for a seed.
+
+    ``utterance``: stratified by ``label`` — each label gives ``round(n * val_fraction)`` of its
+    rows (at least one when it has two or more). ``speaker``: whole speakers are moved to
+    validation until it holds about ``val_fraction`` of the rows, so validation speakers are
+    unseen in training (rows without a speaker count as one speaker each).
+    Row order inside each split follows the input order.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    chosen: set[int] = set()
+    if group_by == "utterance":
+        by_label: dict[str, list[int]] = defaultdict(list)
+        for i, row in enumerate(rows):
+            by_label[row["label"]].append(i)
+        for label in sorted(by_label):
+            idx = by_label[label]
+            take = int(round(len(idx) * val_fraction))
+            if take == 0 and len(idx) >= 2:
+                take = 1
+            chosen.update(rng.permutation(idx)[:take].tolist())
+    elif group_by == "speaker":
+        by_speaker: dict[str, list[int]] = defaultdict(list)
+        for i, row in enumerate(rows):
+            by_speaker[str(row.get("speaker") or f"__row{i}")].append(i)
+        target = val_fraction * len(rows)
+        for speaker in rng.permutation(sorted(by_speaker)).tolist():
+            if len(chosen) >= target:
+                break
+            chosen.update(by_speaker[speaker])
+        if len(chosen) == len(rows):
+            raise ValueError("val_group_by=speaker left no training speaker; lower val_fraction")
+    else:
+        raise ValueError(f"group_by must be 'utterance' or 'speaker', got {group_by!r}")
+    train = [row for i, row in enumerate(rows) if i not in chosen]
+    valid = [row for i, row in enumerate(rows) if i in chosen]
+    return train, valid
+
+
+class LengthBucketSampler(Sampler[int]):
+    """Yields indices so that each run of ``batch_size`` consecutive indices has similar lengths.
+
+    Each epoch: shuffle, cut into pools of ``pool_batches * batch_size`` items, sort each pool by
+    length, cut it into batches and shuffle the batches. Padding shrinks while batches stay
+    random. Under DDP, Lightning wraps this sampler and deals its indices out to ranks in turn,
+    so each rank's batches still come from one sorted window. Deterministic for a seed and epoch.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[float],
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        pool_batches: int = 50,
+    ) -> None:
+        self.lengths = np.asarray(lengths, dtype=np.float64)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.pool_batches = pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.lengths)
+        rng = np.random.default_rng((self.seed, self.epoch))
+        self.epoch += 1
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        pool = self.pool_batches * self.batch_size
+        batches: list[np.ndarray] = []
+        for start in range(0, n, pool):
+            chunk = order[start : start + pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        for batch in batches:
+            yield from batch.tolist()
+
+
+def padding_ratio(lengths: Sequence[float], batch_size: int, order: Sequence[int]) -> float:
+    """Share of padded samples when ``order`` is cut into batches (for tests and benchmarks)."""
+    lengths = np.asarray(lengths, dtype=np.float64)
+    order = list(order)
+    total = padded = 0.0
+    for start in range(0, len(order), batch_size):
+        batch = lengths[order[start : start + batch_size]]
+        total += batch.max() * len(batch)
+        padded += batch.max() * len(batch) - batch.sum()
+    return padded / total if total else 0.0
