@@ -51,6 +51,26 @@ class EmorlCLI(LightningCLI):
         if not self.parse_only:
             super().instantiate_classes()
 
+    def after_predict(self) -> None:
+        """Write every prediction (one JSON line per clip) to ``<log_dir>/predictions.jsonl``."""
+        import json
+        from pathlib import Path
+
+        def flatten(outputs):
+            for item in outputs or []:
+                if isinstance(item, dict):
+                    yield item
+                else:
+                    yield from flatten(item)
+
+        rows = list(flatten(self.trainer.predict_loop.predictions))
+        suffix = f".rank{self.trainer.global_rank}" if self.trainer.world_size > 1 else ""
+        path = Path(self.trainer.log_dir or ".") / f"predictions{suffix}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        print(f"wrote {len(rows)} predictions to {path}")
+
     def after_test(self) -> None:
         results = getattr(self.model, "test_results", None)
         if results and self.trainer.is_global_zero:

@@ -20,6 +20,9 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("corpus", choices=["meld", "iemocap", "ravdess", "savee"])
     prep.add_argument("--root", required=True, type=Path, help="the corpus as downloaded (native layout)")
     prep.add_argument("--out", required=True, type=Path, help="output folder of the prepared corpus")
+    prep.add_argument("--workers", type=int, default=1, help="processes probing clips (MELD decodes every mp4)")
+    prep.add_argument("--wav-dir", type=Path, help="MELD only: folder of already extracted dia{D}_utt{U}.wav")
+    prep.add_argument("--transcripts", type=Path, help="RAVDESS only: statement<TAB>text file (default ROOT/transcripts.tsv)")
 
     imp = dsub.add_parser("import-emobox", help="any EmoBox manifest -> prepared corpus")
     imp.add_argument("--manifest", required=True, type=Path, help="EmoBox data/<corpus>/<corpus>.jsonl")
@@ -33,6 +36,7 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     track2.add_argument("--prepared", required=True, type=Path, help="a prepared corpus folder")
     track2.add_argument("--selection", required=True, type=Path, help="EmoBox data/track2/<CORPUS>_selected_balenced.jsonl")
     track2.add_argument("--out", required=True, type=Path)
+    track2.add_argument("--corpus", choices=["meld", "iemocap", "ravdess", "savee"], help="default: from the prepared corpus")
 
     synth = dsub.add_parser("synth", help="render the embedded demo corpus with espeak-ng (RAVDESS layout)")
     synth.add_argument("--out", required=True, type=Path)
@@ -56,7 +60,16 @@ def _run_data(args: argparse.Namespace) -> int:
     if args.data_command == "prepare":
         from emorl.data.corpora import PREPARERS
 
-        PREPARERS[args.corpus](args.root, args.out)
+        options = {"workers": args.workers}
+        if args.wav_dir is not None:
+            if args.corpus != "meld":
+                raise ValueError("--wav-dir is for MELD only")
+            options["wav_dir"] = args.wav_dir
+        if args.transcripts is not None:
+            if args.corpus != "ravdess":
+                raise ValueError("--transcripts is for RAVDESS only")
+            options["transcripts"] = args.transcripts
+        PREPARERS[args.corpus](args.root, args.out, **options)
     elif args.data_command == "import-emobox":
         from emorl.data.corpora import import_emobox
 
@@ -65,7 +78,7 @@ def _run_data(args: argparse.Namespace) -> int:
     elif args.data_command == "track2":
         from emorl.data.corpora import make_track2
 
-        make_track2(args.prepared, args.selection, args.out)
+        make_track2(args.prepared, args.selection, args.out, corpus=args.corpus)
     elif args.data_command == "synth":
         from emorl.data.synth import synthesize
 

@@ -147,7 +147,9 @@ class AcousticBaseline(L.LightningModule):
             return []
         probs = self(batch["features"]).softmax(-1)
         names = self.hparams.class_names
+        test_set = self.trainer.datamodule.test_names[dataloader_idx]
         return [
-            {"key": key, "emotion": names[int(p.argmax())], "probabilities": dict(zip(names, p.tolist()))}
+            {"test_set": test_set, "key": key, "emotion": names[int(p.argmax())],
+             "probabilities": dict(zip(names, p.tolist()))}
             for key, p in zip(batch["key"], probs)
         ]

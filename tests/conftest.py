@@ -1,0 +1,17 @@
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The real corpus metadata (``../shared/data`` beside the checkout, or ``$EMORL_SHARED_DATA``)."""
+    override = os.environ.get("EMORL_SHARED_DATA")
+    path = Path(override) if override else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not path.is_dir():
+        message = f"real corpus metadata {path} not found (../shared/data not found; set EMORL_SHARED_DATA)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
