@@ -176,3 +176,19 @@ def test_prepared_corpus_metadata_round_trip(corpus):
     assert meta["corpus"] == "tiny" and meta["folds"] == [1]
     assert len(corpus.rows()) == 40
     assert tone(100, 0.1).shape == (1600,)
+
+
+def test_evaluation_sets_are_sharded_without_repeats_under_ddp(corpus, monkeypatch):
+    """Every test clip is seen exactly once over the ranks (no DistributedSampler padding)."""
+    import torch.distributed as dist
+
+    seen = []
+    for rank in range(3):
+        monkeypatch.setattr(dist, "is_initialized", lambda: True)
+        monkeypatch.setattr(dist, "get_world_size", lambda group=None: 3)
+        monkeypatch.setattr(dist, "get_rank", lambda group=None: rank)
+        dm = EmoDataModule(str(corpus.root), eval_batch_size=2)
+        dm.setup("test")
+        seen += [k for batch in dm.test_dataloader()[0] for k in batch["key"]]
+    assert len(dm.datasets["test/tiny"]) == 8  # not divisible by 3: padding would repeat one clip
+    assert sorted(seen) == sorted(r["key"] for r in dm.datasets["test/tiny"].rows)

@@ -24,6 +24,8 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from emorl.audio import TARGET_SAMPLE_RATE, AudioError, DurationPolicy, load_audio
@@ -268,6 +270,10 @@ class EmoDataModule(L.LightningDataModule):
         sampler = None
         if train and hp.bucket_by_length:
             sampler = LengthBucketSampler(dataset.lengths(), batch_size, shuffle=True, seed=hp.seed)
+        elif not train and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # Lightning's default DistributedSampler pads ranks with repeated clips, which would
+            # count them twice in UA / WA / F1: shard evaluation sets without padding instead.
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         generator = torch.Generator().manual_seed(hp.seed)
         return DataLoader(
             dataset,
