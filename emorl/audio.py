@@ -207,8 +207,7 @@ def clip_problems(
     finite = np.isfinite(waveform)
     if not finite.all():
         problems.append("nan")
-    peak = float(np.abs(waveform[finite]).max()) if finite.any() else 0.0
-    if peak <= 10 ** (silence_dbfs / 20):
+    if finite.any() and float(np.abs(waveform[finite]).max()) <= 10 ** (silence_dbfs / 20):
         problems.append("silent")
     if max_seconds is not None and waveform.shape[-1] / sample_rate > max_seconds:
         problems.append("too-long")

@@ -1,0 +1,110 @@
+"""``emorl data check``: find the clips of a prepared corpus that would break or skew training.
+
+Every clip is decoded exactly as training decodes it (:func:`emorl.audio.load_audio` with the
+row's ``channel``). Problems, by name:
+
+- ``missing`` — the file does not exist; ``empty`` — 0 bytes or no samples;
+- ``unreadable`` — not decodable audio (corrupt, truncated, not audio);
+- ``nan`` — NaN or infinite samples; ``silent`` — peak below -60 dBFS;
+- ``unknown-label`` — the row's ``label`` is not a class of the corpus's label set;
+- ``too-long`` — longer than ``--max-seconds``: a warning only, since the DataModule's
+  duration policy skips or truncates such clips by design.
+
+Any problem but ``too-long`` makes the report fail (exit code 1).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emorl.audio import AudioDecodeError, EmptyAudioError, MissingAudioError, clip_problems, load_audio
+from emorl.data.manifest import SPLITS, fold_path, load_prepared_corpus, read_manifest
+
+PROBLEMS = ("missing", "empty", "unreadable", "nan", "silent", "unknown-label", "too-long")
+WARNINGS_ONLY = {"too-long"}
+EXAMPLES = 10
+
+
+@dataclass
+class CheckReport:
+    """What ``emorl data check`` found in a prepared corpus."""
+
+    root: Path
+    num_clips: int = 0
+    problems: dict[str, list[str]] = field(default_factory=lambda: {name: [] for name in PROBLEMS})
+    paths: dict[str, str] = field(default_factory=dict)
+    label_counts: dict[int, dict[str, Counter]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not any(keys for name, keys in self.problems.items() if name not in WARNINGS_ONLY)
+
+    def format(self) -> str:
+        lines = [f"{self.root}: {self.num_clips} clips checked"]
+        for name in PROBLEMS:
+            keys = self.problems[name]
+            if not keys:
+                continue
+            tag = "warning" if name in WARNINGS_ONLY else "ERROR"
+            lines.append(f"  {tag} {name}: {len(keys)} clip(s)")
+            lines += [f"    {key}  {self.paths.get(key, '')}" for key in keys[:EXAMPLES]]
+            if len(keys) > EXAMPLES:
+                lines.append(f"    ... and {len(keys) - EXAMPLES} more")
+        labels = sorted({label for splits in self.label_counts.values() for c in splits.values() for label in c})
+        if labels:
+            lines.append("  label counts per fold and split:")
+            lines.append("    " + "fold/split".ljust(14) + "".join(label[:9].rjust(10) for label in labels))
+            for fold, splits in sorted(self.label_counts.items()):
+                for split, counts in splits.items():
+                    cells = "".join(str(counts.get(label, 0)).rjust(10) for label in labels)
+                    lines.append("    " + f"{fold}/{split}".ljust(14) + cells)
+        lines.append("  result: " + ("ok" if self.ok else "BROKEN — fix or remove the clips above"))
+        return "\n".join(lines)
+
+
+def _clip_problems(row: dict, path: Path, max_seconds: float | None) -> list[str]:
+    try:
+        wave = load_audio(path, channel=row.get("channel"))
+    except MissingAudioError:
+        return ["missing"]
+    except EmptyAudioError:
+        return ["empty"]
+    except AudioDecodeError:
+        return ["unreadable"]
+    return clip_problems(wave, 16_000, max_seconds)
+
+
+def check_corpus(root: Path, max_seconds: float | None = 30.0, workers: int = 2) -> CheckReport:
+    """Decode and inspect every clip of a prepared corpus (see the module docstring)."""
+    corpus = load_prepared_corpus(root)
+    rows = corpus.rows()
+    report = CheckReport(Path(root), num_clips=len(rows))
+    for row in rows:
+        report.paths[row["key"]] = str(corpus.resolve_wav(row["wav"]))
+        if row["label"] not in corpus.label_set:
+            report.problems["unknown-label"].append(row["key"])
+
+    def inspect(row):
+        return row["key"], _clip_problems(row, corpus.resolve_wav(row["wav"]), max_seconds)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for key, found in pool.map(inspect, rows):
+            for name in found:
+                report.problems[name].append(key)
+    for fold in corpus.folds:
+        report.label_counts[fold] = {}
+        for split in SPLITS:
+            path = fold_path(corpus.root, corpus.name, fold, split)
+            if path.exists():
+                report.label_counts[fold][split] = Counter(r["label"] for r in read_manifest(path))
+    return report
+
+
+def main_check(root: Path, max_seconds: float | None = 30.0) -> int:
+    """Print the report; exit code 0 when the corpus is usable, 1 when something is broken."""
+    report = check_corpus(root, max_seconds)
+    print(report.format())
+    return 0 if report.ok else 1
