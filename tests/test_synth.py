@@ -67,6 +67,16 @@ def test_emotions_differ_in_prosody_as_designed(corpus):
     assert angry[energy] > neutral[energy] > sad[energy]
 
 
+def test_rate_differs_on_the_same_words(corpus):
+    """Shared neutral-content sentence (statement 09): sad is spoken slower than angry."""
+    out, _ = corpus
+
+    def seconds(code):
+        return np.mean([len(load_audio(f)) / 16000 for f in out.rglob(f"03-01-{code}-*-09-01-*.wav")])
+
+    assert seconds("04") > 1.2 * seconds("05")
+
+
 def test_missing_espeak_is_a_clear_error(tmp_path):
     with pytest.raises(SynthError, match="apt-get install espeak-ng"):
         synthesize(tmp_path, espeak="no-such-espeak")

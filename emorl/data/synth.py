@@ -8,7 +8,8 @@ statement SS, repetition RR, actor XX; odd actors male, even female) and ``out/t
 Emotion is carried two ways, as in acted corpora:
 
 - **prosody**: each emotion shifts pitch level (``-p``), speaking rate (``-s``) and loudness
-  (``-a``) away from the actor's own neutral voice; strong intensity shifts 1.6 times as far;
+  (``-a``) away from the actor's own neutral voice, and sets the pitch range (SSML
+  ``<prosody range>``); strong intensity shifts 1.6 times as far;
 - **words**: each emotion has its own emotion-typical sentences (statement numbers
   ``(EE - 1) * sentences + k``), and half of the clips of an emotion use a neutral-content
   sentence shared by all emotions, so prosody alone must carry those.
@@ -26,10 +27,12 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 
-#: RAVDESS emotion code -> (name, pitch shift, rate shift (wpm), amplitude shift) from neutral.
+#: RAVDESS emotion code -> (name, pitch shift, rate shift (wpm), amplitude shift) from neutral,
+#: and pitch range change in percent points from neutral's 100 %.
 EMOTIONS: dict[str, tuple[str, int, int, int]] = {
     "01": ("neutral", 0, 0, 0),
     "02": ("calm", -8, -25, -25),
@@ -40,6 +43,10 @@ EMOTIONS: dict[str, tuple[str, int, int, int]] = {
     "07": ("disgust", -12, -30, 20),
     "08": ("surprised", 30, 5, 40),
 }
+RANGE_SHIFT: dict[str, int] = {
+    "neutral": 0, "calm": -30, "happy": 50, "sad": -50,
+    "angry": 30, "fearful": 35, "disgust": -20, "surprised": 70,
+}  # fmt: skip
 SENTENCES: dict[str, list[str]] = {
     "neutral": ["The meeting is scheduled for three o'clock.", "Please put the files on the desk.",
                 "The train leaves from platform two.", "I bought some bread on the way home."],
@@ -125,10 +132,12 @@ def synthesize(out: Path, actors: int = 8, sentences_per_emotion: int = 4, seed:
                     pitch = int(np.clip(base_pitch + scale * dp + jitter[0], 0, 99))
                     rate = int(np.clip(base_rate + scale * ds + 3 * jitter[1], 80, 400))
                     amp = int(np.clip(100 + scale * da + 2 * jitter[2], 10, 200))
+                    pitch_range = int(np.clip(100 + scale * RANGE_SHIFT[name], 10, 250))
                     name_ = f"03-01-{code}-{intensity}-{statement}-01-{actor:02d}.wav"
                     path = out / f"Actor_{actor:02d}" / name_
-                    cmd = [exe, "-v", voice, "-p", str(pitch), "-s", str(rate), "-a", str(amp),
-                           "-w", str(path), table[statement]]
+                    ssml = f'<speak><prosody range="{pitch_range}%">{escape(table[statement])}</prosody></speak>'
+                    cmd = [exe, "-m", "-v", voice, "-p", str(pitch), "-s", str(rate), "-a", str(amp),
+                           "-w", str(path), ssml]
                     jobs.append((path, cmd))
     for path, _ in jobs:
         path.parent.mkdir(parents=True, exist_ok=True)
