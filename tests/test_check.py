@@ -17,7 +17,8 @@ def _corpus(tmp_path, clips):
         path.parent.mkdir(parents=True, exist_ok=True)
         if writer is not None:
             writer(path)
-        rows.append({"key": key, "wav": str(path), "emo": label, "label": label, "length": 1.0})
+        rows.append({"key": key, "wav": str(path), "emo": label, "label": label, "length": 1.0,
+                     "sample_rate": 16000})
     labels = LabelSet("t", ("happy", "sad"), {"happy": "happy", "sad": "sad"})
     keys = list(clips)
     return write_prepared_corpus(tmp_path / "prep", "t", rows, labels,
@@ -37,6 +38,7 @@ BROKEN = {
     "long": (lambda p: sf.write(p, tone(220, 3.0), 16000), "sad"),
     "missing": (None, "happy"),
     "badlabel": (_good, "bored"),
+    "rate": (lambda p: sf.write(p, tone(220, 1.0, sr=8000), 8000), "happy"),  # manifest says 16 kHz
 }
 
 
@@ -50,17 +52,19 @@ def test_every_problem_is_reported_by_name(tmp_path, capsys):
     assert report.problems["too-long"] == ["long"]
     assert report.problems["missing"] == ["missing"]
     assert report.problems["unknown-label"] == ["badlabel"]
+    assert report.problems["rate-mismatch"] == ["rate"]
     assert not report.ok
     assert report.label_counts[1]["train"] == {"happy": 2, "sad": 2}
     assert main_check(corpus.root, max_seconds=2.0) == 1
     text = capsys.readouterr().out
-    for name in ("unreadable", "empty", "silent", "nan", "too-long", "missing", "unknown-label", "BROKEN"):
+    for name in ("unreadable", "empty", "silent", "nan", "too-long", "missing", "unknown-label",
+                 "rate-mismatch", "BROKEN"):
         assert name in text
     assert str(tmp_path / "audio" / "corrupt.wav") in text
 
 
 def test_a_clean_corpus_passes_and_too_long_alone_is_a_warning(tmp_path):
-    corpus = _corpus(tmp_path, {"a": (_good, "happy"), "b": BROKEN["long"], "c": (_good, "sad")})
+    corpus = _corpus(tmp_path, {"a": (_good, "happy"), "b": BROKEN["long"], "c": BROKEN["rate"]})
     assert check_corpus(corpus.root, max_seconds=2.0).ok
     assert main_check(corpus.root, max_seconds=30.0) == 0
 

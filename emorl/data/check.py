@@ -8,9 +8,12 @@ row's ``channel``). Problems, by name:
 - ``nan`` — NaN or infinite samples; ``silent`` — peak below -60 dBFS;
 - ``unknown-label`` — the row's ``label`` is not a class of the corpus's label set;
 - ``too-long`` — longer than ``--max-seconds``: a warning only, since the DataModule's
-  duration policy skips or truncates such clips by design.
+  duration policy skips or truncates such clips by design;
+- ``rate-mismatch`` — the file's sample rate differs from the row's ``sample_rate`` (the clip
+  was replaced after preparation): a warning, since decoding resamples from the file's real
+  rate, but the manifest's ``length`` may be stale — prepare the corpus again.
 
-Any problem but ``too-long`` makes the report fail (exit code 1).
+Any problem but ``too-long`` and ``rate-mismatch`` makes the report fail (exit code 1).
 """
 
 from __future__ import annotations
@@ -20,11 +23,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emorl.audio import AudioDecodeError, EmptyAudioError, MissingAudioError, clip_problems, load_audio
+from emorl.audio import (
+    AudioDecodeError,
+    EmptyAudioError,
+    MissingAudioError,
+    clip_problems,
+    resample,
+    to_mono,
+    decode_audio,
+)
 from emorl.data.manifest import SPLITS, fold_path, load_prepared_corpus, read_manifest
 
-PROBLEMS = ("missing", "empty", "unreadable", "nan", "silent", "unknown-label", "too-long")
-WARNINGS_ONLY = {"too-long"}
+PROBLEMS = ("missing", "empty", "unreadable", "nan", "silent", "unknown-label", "too-long", "rate-mismatch")
+WARNINGS_ONLY = {"too-long", "rate-mismatch"}
 EXAMPLES = 10
 
 
@@ -67,14 +78,18 @@ class CheckReport:
 
 def _clip_problems(row: dict, path: Path, max_seconds: float | None) -> list[str]:
     try:
-        wave = load_audio(path, channel=row.get("channel"))
+        waveform, sample_rate = decode_audio(path)
     except MissingAudioError:
         return ["missing"]
     except EmptyAudioError:
         return ["empty"]
     except AudioDecodeError:
         return ["unreadable"]
-    return clip_problems(wave, 16_000, max_seconds)
+    found = clip_problems(resample(to_mono(waveform, row.get("channel")), sample_rate), 16_000, max_seconds)
+    expected = row.get("sample_rate")
+    if expected and int(expected) != sample_rate:
+        found.append("rate-mismatch")
+    return found
 
 
 def check_corpus(root: Path, max_seconds: float | None = 30.0, workers: int = 2) -> CheckReport:
