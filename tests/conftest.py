@@ -15,3 +15,17 @@ def shared_data_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def espeak() -> str:
+    """Path of espeak-ng; skip without it, except in CI where it must be installed."""
+    import shutil
+
+    path = shutil.which("espeak-ng")
+    if path is None:
+        message = "espeak-ng is not installed (make system-deps installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

@@ -1,7 +1,5 @@
 """The main job: the acoustic baseline learns emotion from the demo corpus on unseen actors."""
 
-import shutil
-
 import pytest
 
 from emorl.commands import run_demo
@@ -12,13 +10,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.espeak]
 
 
 @pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    if shutil.which("espeak-ng") is None:
-        import os
-
-        if os.environ.get("CI") == "true":
-            pytest.fail("espeak-ng is missing (make system-deps installs it)")
-        pytest.skip("espeak-ng is not installed")
+def demo_root(tmp_path_factory, espeak):
     root = tmp_path_factory.mktemp("demo")
     synthesize(root / "raw", sentences_per_emotion=2)
     prepare_ravdess(root / "raw", root / "prepared")

@@ -1,7 +1,5 @@
 """The demo corpus: RAVDESS layout, deterministic, emotion in prosody and in the words."""
 
-import os
-import shutil
 from collections import defaultdict
 
 import numpy as np
@@ -16,11 +14,7 @@ pytestmark = pytest.mark.espeak
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    if shutil.which("espeak-ng") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("espeak-ng is missing (make system-deps installs it)")
-        pytest.skip("espeak-ng is not installed")
+def corpus(tmp_path_factory, espeak):
     out = tmp_path_factory.mktemp("synth") / "raw"
     return out, synthesize(out, actors=2, sentences_per_emotion=1)
 
