@@ -177,7 +177,7 @@ def test_extracted_wavs_in_their_own_folder(small_release, tmp_path):
 
 @pytest.mark.shared_data
 def test_a_wav_beats_the_mp4_of_the_same_clip(small_release, tmp_path):
-    for split, sub in CLIP_DIRS.items():
+    for sub in CLIP_DIRS.values():
         write_clips([small_release / sub / f"dia0_utt{u}.wav" for u in (0, 1)], wav_bytes(16000))
     (small_release / "train" / "train_splits" / "dia0_utt0.mp4").write_bytes(b"not read")
     prepared = prepare_meld(small_release, tmp_path / "out")

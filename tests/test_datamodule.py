@@ -36,7 +36,7 @@ def test_train_batches_are_padded_waveforms_with_label_ids(corpus):
     batch = next(iter(dm.train_dataloader()))
     assert batch["wave"].shape[0] == 4
     assert batch["wave"].shape[1] == int(batch["wave_lengths"].max())
-    for i, key in enumerate(batch["key"]):
+    for i in range(len(batch["key"])):
         row = batch["row"][i]
         assert batch["label"][i] == dm.class_names.index(row["label"])
         n = int(batch["wave_lengths"][i])
@@ -186,7 +186,7 @@ def test_evaluation_sets_are_sharded_without_repeats_under_ddp(corpus, monkeypat
     for rank in range(3):
         monkeypatch.setattr(dist, "is_initialized", lambda: True)
         monkeypatch.setattr(dist, "get_world_size", lambda group=None: 3)
-        monkeypatch.setattr(dist, "get_rank", lambda group=None: rank)
+        monkeypatch.setattr(dist, "get_rank", lambda group=None, r=rank: r)
         dm = EmoDataModule(str(corpus.root), eval_batch_size=2)
         dm.setup("test")
         seen += [k for batch in dm.test_dataloader()[0] for k in batch["key"]]
