@@ -1,7 +1,7 @@
 """The ``emorl`` command.
 
 ``emorl fit|validate|test|predict --config X.yaml`` go to :class:`EmorlCLI` (LightningCLI);
-``emorl data ...`` and ``emorl demo`` are plain argparse commands (``emorl/commands.py``).
+``emorl data ...``, ``emorl zoo ...`` and ``emorl demo`` are plain argparse commands (``emorl/commands.py``).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class EmorlCLI(LightningCLI):
 
 def _print_overview() -> None:
     print(
-        "usage: emorl {fit,validate,test,predict,data,demo} ...\n\n"
+        "usage: emorl {fit,validate,test,predict,data,zoo,demo} ...\n\n"
         "Speech emotion recognition with audio-language models trained by RL, and baselines.\n\n"
         "training and evaluation (LightningCLI; `emorl fit --help` for every option):\n"
         "  fit        train a model:            emorl fit --config configs/baselines/acoustic_demo.yaml\n"
@@ -94,6 +94,9 @@ def _print_overview() -> None:
         "  data track2                                EmoBox cross-corpus test set (4 classes, 240 clips)\n"
         "  data synth                                 render the embedded demo corpus (espeak-ng)\n"
         "  data check                                 find unreadable / empty / silent / NaN / long clips\n\n"
+        "zoo (`emorl zoo --help`):\n"
+        "  zoo list                                   frozen encoders, EmoBox numbers, local copies\n"
+        "  zoo tiny NAME --out DIR                    tiny random stand-in of a zoo model\n\n"
         "  demo       the main job on the embedded demo corpus, end to end\n"
     )
 
@@ -103,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         _print_overview()
         return
-    if argv[0] in ("data", "demo"):
+    if argv[0] in ("data", "zoo", "demo"):
         from emorl.commands import run_command
 
         sys.exit(run_command(argv))

@@ -49,6 +49,24 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--max-seconds", type=float, default=30.0, help="clips above this are reported as too long")
 
 
+def _zoo_parser(sub: argparse._SubParsersAction) -> None:
+    zoo = sub.add_parser("zoo", help="frozen speech encoders: list the zoo, build tiny stand-ins")
+    zsub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="COMMAND")
+    zsub.add_parser("list", help="zoo models, EmoBox UA/WA/F1, where each is found locally")
+    tiny = zsub.add_parser("tiny", help="write a tiny random model of a zoo architecture (tests, smoke runs)")
+    tiny.add_argument("name", help="zoo name (emorl zoo list)")
+    tiny.add_argument("--out", required=True, type=Path)
+    tiny.add_argument("--seed", type=int, default=0)
+
+
+def _run_zoo(args: argparse.Namespace) -> int:
+    from emorl import zoo
+
+    if args.zoo_command == "list":
+        return zoo.list_main()
+    return zoo.tiny_main(args.name, args.out, seed=args.seed)
+
+
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="the main job on the embedded demo corpus, end to end")
     demo.add_argument("--data-root", type=Path, default=Path("data/demo"), help="where the demo corpus goes")
@@ -131,14 +149,17 @@ def run_command(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="emorl")
     sub = parser.add_subparsers(dest="command", required=True)
     _data_parser(sub)
+    _zoo_parser(sub)
     _demo_parser(sub)
     args = parser.parse_args(list(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "data":
             return _run_data(args)
+        if args.command == "zoo":
+            return _run_zoo(args)
         run_demo(args.data_root, args.config, args.max_epochs)
         return 0
-    except (OSError, ValueError, RuntimeError) as err:  # our errors name the file and the fix
+    except (OSError, ValueError, RuntimeError, LookupError) as err:  # ours name the file and the fix
         print(f"emorl {args.command}: error: {err}", file=sys.stderr)
         return 1

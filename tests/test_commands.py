@@ -53,3 +53,12 @@ def test_data_help_lists_the_subcommands(capsys):
     out = capsys.readouterr().out
     for word in ("prepare", "import-emobox", "track2", "synth", "check"):
         assert word in out
+
+
+def test_zoo_list_and_tiny_through_the_command(tmp_path, capsys):
+    assert _run(["zoo", "list"]) == 0
+    assert "wavlm-large" in capsys.readouterr().out
+    assert _run(["zoo", "tiny", "wavlm-large", "--out", str(tmp_path / "tiny")]) == 0
+    assert (tmp_path / "tiny" / "config.json").is_file()
+    assert _run(["zoo", "tiny", "no-such-model", "--out", str(tmp_path / "x")]) == 1
+    assert "not a model of the zoo" in capsys.readouterr().err

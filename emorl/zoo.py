@@ -1,0 +1,281 @@
+"""The model zoo: one card per frozen encoder (``zoo/*.yaml``), name -> local folder, tiny builders.
+
+Nothing here downloads. A model is found, in this order, as
+
+1. a local folder given directly (``resolve("/models/wavlm-large")``);
+2. ``$EMORL_MODELS/<name>`` (a folder written by ``hf download HUB_ID --local-dir ...``);
+3. the Hugging Face cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+   ``~/.cache/huggingface/hub``), through ``huggingface_hub.snapshot_download(...,
+   local_files_only=True)``.
+
+When none holds it, :func:`resolve` raises one :class:`ModelNotAvailableError` that names the
+model, the places looked in and the commands that fetch it.
+
+:func:`build_tiny` writes a tiny randomly initialised model of a card's architecture (same config
+class, same architecture switches, tiny sizes) with its feature extractor, through
+``save_pretrained``, so tests and smoke runs go through the very loading path real checkpoints
+take. ``list_main`` and ``tiny_main`` are the bodies of ``emorl zoo list`` and
+``emorl zoo tiny NAME --out DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Where the cards live (``$EMORL_ZOO_DIR`` overrides, e.g. for an installed, non-editable emorl).
+ZOO_DIR = Path(os.environ.get("EMORL_ZOO_DIR") or Path(__file__).resolve().parents[1] / "zoo")
+
+REQUIRED_FIELDS = (
+    "name", "hub_id", "backend", "architecture", "config_class", "feature_dim", "num_layers",
+    "frame_rate", "sample_rate", "licence",
+)
+
+
+class ModelNotFoundError(LookupError):
+    """Neither a zoo name nor an existing folder."""
+
+
+class ModelNotAvailableError(FileNotFoundError):
+    """A zoo model whose weights are not on this machine (the message says how to get them)."""
+
+
+@dataclass(frozen=True)
+class ZooCard:
+    """One ``zoo/<name>.yaml`` card (see ``docs/zoo.md`` for every field)."""
+
+    name: str
+    hub_id: str
+    backend: str
+    architecture: str
+    config_class: str
+    feature_dim: int
+    num_layers: int
+    frame_rate: float
+    sample_rate: int
+    licence: str
+    checkpoint_class: str = ""
+    paper: str = ""
+    architecture_config: dict[str, Any] = field(default_factory=dict)
+    feature_extractor: dict[str, Any] = field(default_factory=dict)
+    tiny: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @classmethod
+    def from_file(cls, path: Path) -> "ZooCard":
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        missing = [key for key in REQUIRED_FIELDS if key not in data]
+        if missing:
+            raise ValueError(f"zoo card {path} lacks {missing}")
+        known = {f for f in cls.__dataclass_fields__ if f != "path"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"zoo card {path}: unknown fields {unknown}")
+        data.setdefault("checkpoint_class", data["architecture"])
+        return cls(**data, path=Path(path))
+
+
+def list_cards(zoo_dir: Path | None = None) -> list[ZooCard]:
+    """Every card, sorted by name."""
+    directory = Path(zoo_dir or ZOO_DIR)
+    return sorted((ZooCard.from_file(p) for p in directory.glob("*.yaml")), key=lambda c: c.name)
+
+
+def load_card(name: str, zoo_dir: Path | None = None) -> ZooCard:
+    """The card of a zoo name (or of its ``hub_id``)."""
+    cards = list_cards(zoo_dir)
+    for card in cards:
+        if name in (card.name, card.hub_id):
+            return card
+    raise ModelNotFoundError(
+        f"{name!r} is not a model of the zoo ({', '.join(c.name for c in cards)}) "
+        "nor an existing folder; pass a zoo name or the path of a transformers model folder"
+    )
+
+
+# -- resolving names to folders --------------------------------------------------------------------
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, read from the environment now (not at import time)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+
+
+def models_dir() -> Path | None:
+    value = os.environ.get("EMORL_MODELS")
+    return Path(value).expanduser() if value else None
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def _from_hf_cache(hub_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(hub_id, local_files_only=True, cache_dir=str(hf_hub_cache())))
+    except Exception:  # LocalEntryNotFoundError and friends: not cached
+        return None
+    return folder if _is_model_folder(folder) else None
+
+
+def locate(card: ZooCard) -> Path | None:
+    """The local folder of a zoo model, or ``None``."""
+    base = models_dir()
+    if base is not None:
+        for candidate in (base / card.name, base / card.hub_id.replace("/", "--"), base / card.hub_id):
+            if _is_model_folder(candidate):
+                return candidate
+    return _from_hf_cache(card.hub_id)
+
+
+def _looks_like_path(text: str) -> bool:
+    """Folder-like strings; ``owner/name`` (one slash) is read as a hub id."""
+    return text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+
+
+def not_available_message(card: ZooCard) -> str:
+    base = models_dir()
+    target = base / card.name if base is not None else Path("$EMORL_MODELS") / card.name
+    looked = [
+        f"  $EMORL_MODELS/{card.name}: " + (f"{base / card.name} not found" if base else "EMORL_MODELS is not set"),
+        f"  the Hugging Face cache: {hf_hub_cache()} has no snapshot of {card.hub_id}",
+    ]
+    return "\n".join([
+        f"model {card.name!r} ({card.hub_id}) is not available on this machine; looked in:",
+        *looked,
+        "Get it on a machine with network access, then bring it here:",
+        f"  hf download {card.hub_id} --local-dir {target}",
+        f"    (older huggingface_hub: huggingface-cli download {card.hub_id} --local-dir {target})",
+        "  and set EMORL_MODELS to the folder holding it; or download it into the Hugging Face cache",
+        f"  (hf download {card.hub_id}) and copy that cache's models--{card.hub_id.replace('/', '--')} folder",
+        f"  into {hf_hub_cache()}; or pass any local folder holding its config.json,",
+        "  preprocessor_config.json and weights instead of the name.",
+        f"For a tiny random stand-in (tests, smoke runs): emorl zoo tiny {card.name} --out DIR",
+    ])
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """A local model folder for a zoo name, a hub id of the zoo, or a path (used as is).
+
+    Raises :class:`ModelNotAvailableError` (how to get it) or :class:`ModelNotFoundError`.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    if isinstance(name_or_path, Path) or _looks_like_path(text):
+        raise ModelNotFoundError(f"model folder {path} does not exist")
+    card = load_card(text)
+    found = locate(card)
+    if found is None:
+        raise ModelNotAvailableError(not_available_message(card))
+    return found
+
+
+def card_for_path(path: str | os.PathLike) -> ZooCard | None:
+    """The card whose name is this folder's (or whose architecture its config names), if any."""
+    import json
+
+    path = Path(path)
+    cards = list_cards()
+    for card in cards:
+        if path.name == card.name:
+            return card
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except OSError:
+        return None
+    architectures = set(config.get("architectures") or [])
+    for card in cards:
+        if card.checkpoint_class in architectures:
+            return card
+    return None
+
+
+# -- tiny models -----------------------------------------------------------------------------------
+def _tiny_config(card: ZooCard):
+    import transformers
+
+    config_cls = getattr(transformers, card.config_class)
+    return config_cls(**card.architecture_config, **card.tiny)
+
+
+def _feature_extractor(card: ZooCard):
+    import transformers
+
+    options = dict(card.feature_extractor)
+    cls = getattr(transformers, options.pop("class"))
+    options.setdefault("sampling_rate", card.sample_rate)
+    return cls(**options)
+
+
+def build_tiny(name: str, out: str | os.PathLike, seed: int = 0) -> Path:
+    """Save a tiny randomly initialised model of card ``name``'s architecture into ``out``.
+
+    Same config class and architecture switches as the real checkpoint (``architecture_config``),
+    tiny sizes (``tiny``: 2 layers, hidden 32), saved with ``save_pretrained`` as the hub's
+    ``checkpoint_class`` plus its feature extractor. Deterministic for a given ``seed``. Returns
+    ``out``, which loads like the real model (``HFUpstream(out)``).
+    """
+    import torch
+    import transformers
+
+    from emorl.upstreams.hf import quiet_transformers
+
+    card = load_card(name)
+    if card.backend != "hf":
+        raise ValueError(f"build_tiny: backend {card.backend!r} of {card.name} has no tiny builder")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = _tiny_config(card)
+    model_cls = getattr(transformers, card.checkpoint_class)
+    with torch.random.fork_rng(devices=[]), quiet_transformers():
+        torch.manual_seed(seed)
+        model = model_cls(config)
+        model.save_pretrained(str(out))
+        _feature_extractor(card).save_pretrained(str(out))
+    return out
+
+
+# -- command bodies (`emorl zoo list`, `emorl zoo tiny NAME --out DIR`) -----------------------------
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _reference_cell(card: ZooCard, corpus: str) -> str:
+    scores = (card.reference.get("in_corpus") or {}).get(corpus)
+    return f"{scores['ua']:.2f}/{scores['wa']:.2f}/{scores['f1']:.2f}" if scores else "-"
+
+
+def list_main() -> int:
+    """Print the zoo: name, hub id, architecture, dim, layers, EmoBox UA/WA/F1, where it is found."""
+    rows = [["name", "hub id", "architecture", "dim", "layers", "MELD UA/WA/F1", "IEMOCAP UA/WA/F1", "local copy"]]
+    for card in list_cards():
+        found = locate(card)
+        rows.append([
+            card.name, card.hub_id, card.architecture, str(card.feature_dim), str(card.num_layers),
+            _reference_cell(card, "meld"), _reference_cell(card, "iemocap"),
+            str(found) if found else "not found (see `emorl zoo tiny` or docs/zoo.md)",
+        ])
+    print(_table(rows))
+    return 0
+
+
+def tiny_main(name: str, out: str | os.PathLike, seed: int = 0) -> int:
+    """Build the tiny stand-in of ``name`` into ``out`` and say how to use it."""
+    path = build_tiny(name, out, seed=seed)
+    print(f"wrote a tiny random {name} to {path}; use it as `upstream: {path}` in a probe config")
+    return 0
