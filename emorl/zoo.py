@@ -30,10 +30,11 @@ import yaml
 #: Where the cards live (``$EMORL_ZOO_DIR`` overrides, e.g. for an installed, non-editable emorl).
 ZOO_DIR = Path(os.environ.get("EMORL_ZOO_DIR") or Path(__file__).resolve().parents[1] / "zoo")
 
-REQUIRED_FIELDS = (
-    "name", "hub_id", "backend", "architecture", "config_class", "feature_dim", "num_layers",
-    "frame_rate", "sample_rate", "licence",
-)
+#: Fields every card has; ``kind: upstream`` cards (frozen encoders, the default) also need
+#: :data:`UPSTREAM_FIELDS`. ``kind: lalm`` cards describe audio-language models.
+REQUIRED_FIELDS = ("name", "hub_id", "backend", "architecture", "licence")
+UPSTREAM_FIELDS = ("feature_dim", "num_layers", "frame_rate", "sample_rate")
+KINDS = ("upstream", "lalm")
 
 
 class ModelNotFoundError(LookupError):
@@ -52,12 +53,13 @@ class ZooCard:
     hub_id: str
     backend: str
     architecture: str
-    config_class: str
-    feature_dim: int
-    num_layers: int
-    frame_rate: float
-    sample_rate: int
     licence: str
+    kind: str = "upstream"
+    config_class: str = ""
+    feature_dim: int = 0
+    num_layers: int = 0
+    frame_rate: float = 0.0
+    sample_rate: int = 16_000
     checkpoint_class: str = ""
     paper: str = ""
     architecture_config: dict[str, Any] = field(default_factory=dict)
@@ -69,7 +71,11 @@ class ZooCard:
     @classmethod
     def from_file(cls, path: Path) -> "ZooCard":
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        missing = [key for key in REQUIRED_FIELDS if key not in data]
+        kind = data.get("kind", "upstream")
+        if kind not in KINDS:
+            raise ValueError(f"zoo card {path}: kind must be one of {KINDS}, not {kind!r}")
+        required = REQUIRED_FIELDS + (UPSTREAM_FIELDS if kind == "upstream" else ())
+        missing = [key for key in required if key not in data]
         if missing:
             raise ValueError(f"zoo card {path} lacks {missing}")
         known = {f for f in cls.__dataclass_fields__ if f != "path"}
@@ -80,10 +86,11 @@ class ZooCard:
         return cls(**data, path=Path(path))
 
 
-def list_cards(zoo_dir: Path | None = None) -> list[ZooCard]:
-    """Every card, sorted by name."""
+def list_cards(zoo_dir: Path | None = None, kind: str | None = None) -> list[ZooCard]:
+    """Every card (of ``kind``, when given), sorted by name."""
     directory = Path(zoo_dir or ZOO_DIR)
-    return sorted((ZooCard.from_file(p) for p in directory.glob("*.yaml")), key=lambda c: c.name)
+    cards = sorted((ZooCard.from_file(p) for p in directory.glob("*.yaml")), key=lambda c: c.name)
+    return [card for card in cards if kind is None or card.kind == kind]
 
 
 def load_card(name: str, zoo_dir: Path | None = None) -> ZooCard:
@@ -114,8 +121,12 @@ def models_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+#: Files that mark a model folder: transformers' ``config.json``, FunASR/fairseq's ``config.yaml``.
+MODEL_FOLDER_MARKERS = ("config.json", "config.yaml")
+
+
 def _is_model_folder(path: Path) -> bool:
-    return (path / "config.json").is_file()
+    return any((path / marker).is_file() for marker in MODEL_FOLDER_MARKERS)
 
 
 def _from_hf_cache(hub_id: str) -> Path | None:
@@ -203,48 +214,20 @@ def card_for_path(path: str | os.PathLike) -> ZooCard | None:
 
 
 # -- tiny models -----------------------------------------------------------------------------------
-def _tiny_config(card: ZooCard):
-    import transformers
-
-    config_cls = getattr(transformers, card.config_class)
-    return config_cls(**card.architecture_config, **card.tiny)
-
-
-def _feature_extractor(card: ZooCard):
-    import transformers
-
-    options = dict(card.feature_extractor)
-    cls = getattr(transformers, options.pop("class"))
-    options.setdefault("sampling_rate", card.sample_rate)
-    return cls(**options)
-
-
 def build_tiny(name: str, out: str | os.PathLike, seed: int = 0) -> Path:
     """Save a tiny randomly initialised model of card ``name``'s architecture into ``out``.
 
-    Same config class and architecture switches as the real checkpoint (``architecture_config``),
-    tiny sizes (``tiny``: 2 layers, hidden 32), saved with ``save_pretrained`` as the hub's
-    ``checkpoint_class`` plus its feature extractor. Deterministic for a given ``seed``. Returns
-    ``out``, which loads like the real model (``HFUpstream(out)``).
+    Same architecture and switches as the real checkpoint (``architecture_config``), tiny sizes
+    (``tiny``), saved in the format the real checkpoint comes in, so it loads through the very
+    same path (for ``hf``: ``save_pretrained`` of the hub's ``checkpoint_class`` plus its feature
+    extractor). The card's backend builds it. Deterministic for a given ``seed``; returns ``out``.
     """
-    import torch
-    import transformers
-
-    from emorl.upstreams.hf import quiet_transformers
+    from emorl.upstreams import backend_module
 
     card = load_card(name)
-    if card.backend != "hf":
-        raise ValueError(f"build_tiny: backend {card.backend!r} of {card.name} has no tiny builder")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = _tiny_config(card)
-    model_cls = getattr(transformers, card.checkpoint_class)
-    with torch.random.fork_rng(devices=[]), quiet_transformers():
-        torch.manual_seed(seed)
-        model = model_cls(config)
-        model.save_pretrained(str(out))
-        _feature_extractor(card).save_pretrained(str(out))
-    return out
+    return backend_module(card.backend).build_tiny(card, out, seed)
 
 
 # -- command bodies (`emorl zoo list`, `emorl zoo tiny NAME --out DIR`) -----------------------------
@@ -263,7 +246,7 @@ def _reference_cell(card: ZooCard, corpus: str) -> str:
 def list_main() -> int:
     """Print the zoo: name, hub id, architecture, dim, layers, EmoBox UA/WA/F1, where it is found."""
     rows = [["name", "hub id", "architecture", "dim", "layers", "MELD UA/WA/F1", "IEMOCAP UA/WA/F1", "local copy"]]
-    for card in list_cards():
+    for card in list_cards(kind="upstream"):
         found = locate(card)
         rows.append([
             card.name, card.hub_id, card.architecture, str(card.feature_dim), str(card.num_layers),

@@ -38,6 +38,29 @@ def test_resamples_to_16k_preserving_pitch(tmp_path, sr, fmt):
     assert abs(_peak_hz(wave, 16000) - 440) < 2
 
 
+@pytest.mark.parametrize("fmt", ["mp3", "ogg"])
+def test_lossy_formats_decode_to_16k_mono(tmp_path, fmt):
+    if fmt.upper() not in sf.available_formats():
+        pytest.skip(f"this libsndfile ({sf.__libsndfile_version__}) cannot write {fmt}")
+    path = tmp_path / f"clip.{fmt}"
+    sf.write(path, _sine(440, 1.5, 44100, channels=2), 44100)
+    wave = load_audio(path)
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    assert abs(len(wave) - 24000) <= 1152  # at most one codec frame of padding
+    assert abs(_peak_hz(wave, 16000) - 440) < 2
+
+
+def test_stereo_is_averaged_unless_a_channel_is_named(tmp_path):
+    path = tmp_path / "stereo.wav"
+    left = _sine(300, 1.0, 16000)
+    right = _sine(700, 1.0, 16000)
+    sf.write(path, np.stack([left, right], axis=1), 16000)
+    mixed = load_audio(path)
+    np.testing.assert_allclose(mixed, (left + right) / 2, atol=1e-4)
+    assert abs(_peak_hz(load_audio(path, channel=2), 16000) - 700) < 2
+    np.testing.assert_allclose(load_audio(path, channel=9), mixed)  # no such channel: the mix
+
+
 def _write_mp4(path, data, sr, layout):
     with av.open(str(path), "w") as out:
         stream = out.add_stream("aac", rate=sr)
@@ -48,6 +71,19 @@ def _write_mp4(path, data, sr, layout):
             out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "m4a"])
+def test_aac_in_mp4_decodes_to_16k_with_the_right_length(tmp_path, suffix):
+    path = tmp_path / f"clip.{suffix}"
+    _write_mp4(path, _sine(440, 2.0, 44100)[:, None], 44100, "mono")
+    wave = load_audio(path)
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    # AAC adds priming and pads to whole 1024-sample frames: at most two frames more.
+    assert 0 <= len(wave) - 32000 <= 2 * 1024 * 16000 / 44100
+    assert abs(_peak_hz(wave, 16000) - 440) < 2
+    info = probe_audio(path)
+    assert info.sample_rate == 44100 and info.channels == 1
 
 
 def test_mp4_audio_and_1_based_channel_choice(tmp_path):

@@ -1,5 +1,7 @@
 """`emorl data check` names every kind of broken clip and fails only on real breakage."""
 
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -77,4 +79,38 @@ def test_a_malformed_manifest_line_is_named(tmp_path):
         check_corpus(corpus.root)
     manifest.write_text('{"key": "x", "wav": "a.wav"}\n')
     with pytest.raises(ManifestError, match=r"t.jsonl:1: missing field\(s\) \['emo', 'label'\]"):
+        check_corpus(corpus.root)
+
+
+def test_the_rows_channel_is_the_one_checked(tmp_path):
+    def stereo_with_silent_right(path):
+        sf.write(path, np.stack([tone(220, 1.0), np.zeros(16000, np.float32)], axis=1), 16000)
+
+    corpus = _corpus(tmp_path, {"left": (stereo_with_silent_right, "happy"),
+                                "right": (stereo_with_silent_right, "sad")})  # fmt: skip
+    rows = [json.loads(line) for line in (corpus.root / "t.jsonl").read_text().splitlines()]
+    rows[0]["channel"], rows[1]["channel"] = 1, 2
+    (corpus.root / "t.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = check_corpus(corpus.root)
+    assert report.problems["silent"] == ["right"] and not report.ok
+
+
+def test_the_report_reads_well(tmp_path):
+    corpus = _corpus(tmp_path, {f"k{i}": BROKEN["missing"] for i in range(12)} | {"ok": (_good, "sad")})
+    report = check_corpus(corpus.root)
+    text = report.format()
+    assert "ERROR missing: 12 clip(s)" in text and "... and 2 more" in text
+    assert sum(line.strip().startswith("k") for line in text.splitlines()) == 10  # 10 examples
+    assert str(tmp_path / "audio" / "k0.wav") in text
+    train = next(line for line in text.splitlines() if line.strip().startswith("1/train"))
+    assert train.split()[1:] == ["6", "0"]  # happy, sad
+    assert report.label_counts[1]["test"] == {"happy": 6, "sad": 1}
+    assert "result: BROKEN" in text
+
+
+def test_a_corrupt_fold_file_is_named(tmp_path):
+    corpus = _corpus(tmp_path, {"a": (_good, "happy"), "b": (_good, "sad")})
+    fold = corpus.root / "fold_1" / "t_test_fold_1.jsonl"
+    fold.write_text("[1, 2]\n")
+    with pytest.raises(ManifestError, match=r"t_test_fold_1.jsonl:1: expected a JSON object"):
         check_corpus(corpus.root)

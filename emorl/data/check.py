@@ -1,7 +1,8 @@
 """``emorl data check``: find the clips of a prepared corpus that would break or skew training.
 
-Every clip is decoded exactly as training decodes it (:func:`emorl.audio.load_audio` with the
-row's ``channel``). Problems, by name:
+Every clip is decoded exactly as training decodes it — what :func:`emorl.audio.load_audio`
+does with the row's ``channel``: decode, pick the channel (1-based) or average, resample to
+16 kHz — and inspected with :func:`emorl.audio.clip_problems`. Problems, by name:
 
 - ``missing`` — the file does not exist; ``empty`` — 0 bytes or no samples;
 - ``unreadable`` — not decodable audio (corrupt, truncated, not audio);
@@ -24,13 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emorl.audio import (
-    AudioDecodeError,
+    TARGET_SAMPLE_RATE,
+    AudioError,
     EmptyAudioError,
     MissingAudioError,
     clip_problems,
+    decode_audio,
     resample,
     to_mono,
-    decode_audio,
 )
 from emorl.data.manifest import SPLITS, fold_path, load_prepared_corpus, read_manifest
 
@@ -41,7 +43,13 @@ EXAMPLES = 10
 
 @dataclass
 class CheckReport:
-    """What ``emorl data check`` found in a prepared corpus."""
+    """What ``emorl data check`` found in a prepared corpus.
+
+    ``problems`` maps every name of :data:`PROBLEMS` to the keys of the rows that have it, in
+    manifest order (a clip may have several, e.g. ``silent`` and ``too-long``); ``paths`` maps
+    every key to its resolved audio path; ``label_counts[fold][split]`` counts the canonical
+    labels of each fold file present.
+    """
 
     root: Path
     num_clips: int = 0
@@ -51,6 +59,7 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
+        """False when any clip has a problem other than the warnings ``too-long``/``rate-mismatch``."""
         return not any(keys for name, keys in self.problems.items() if name not in WARNINGS_ONLY)
 
     def format(self) -> str:
@@ -77,15 +86,17 @@ class CheckReport:
 
 
 def _clip_problems(row: dict, path: Path, max_seconds: float | None) -> list[str]:
+    """load_audio's steps, keeping the file's own sample rate for the rate-mismatch check."""
     try:
         waveform, sample_rate = decode_audio(path)
+        mono = resample(to_mono(waveform, row.get("channel")), sample_rate, TARGET_SAMPLE_RATE)
     except MissingAudioError:
         return ["missing"]
     except EmptyAudioError:
         return ["empty"]
-    except AudioDecodeError:
+    except AudioError:  # corrupt, truncated, not audio, or an invalid sample rate
         return ["unreadable"]
-    found = clip_problems(resample(to_mono(waveform, row.get("channel")), sample_rate), 16_000, max_seconds)
+    found = clip_problems(mono, TARGET_SAMPLE_RATE, max_seconds)
     expected = row.get("sample_rate")
     if expected and int(expected) != sample_rate:
         found.append("rate-mismatch")

@@ -336,3 +336,42 @@ class HFUpstream(Upstream):
                     batch[i, :n] = states[layer][0, :n].float()
                 hidden.append(batch)
         return UpstreamOutput(hidden_states=hidden, lengths=lengths.to(hidden[0].device))
+
+
+# -- the backend protocol (see emorl.upstreams.BACKENDS) ------------------------------------------
+def detect(path: str | Path) -> bool:
+    """A transformers folder of a supported speech encoder."""
+    try:
+        model_type_of(path)
+    except Exception:
+        return False
+    return True
+
+
+def load(source: Path, name: str | None = None, dtype: str = "float32", batching: Batching = "auto") -> HFUpstream:
+    return HFUpstream(source, name=name, dtype=dtype, batching=batching)
+
+
+def identity(source: Path, dtype: str = "float32") -> str:
+    return hf_identity(source, dtype)
+
+
+def dims(source: Path) -> tuple[int, int]:
+    return config_dims(source)
+
+
+def build_tiny(card, out: Path, seed: int = 0) -> Path:
+    """A tiny random model of a card's architecture, saved as the hub checkpoint is (see emorl.zoo)."""
+    import transformers
+
+    config = getattr(transformers, card.config_class)(**card.architecture_config, **card.tiny)
+    options = dict(card.feature_extractor)
+    extractor_cls = getattr(transformers, options.pop("class"))
+    options.setdefault("sampling_rate", card.sample_rate)
+    model_cls = getattr(transformers, card.checkpoint_class)
+    with torch.random.fork_rng(devices=[]), quiet_transformers():
+        torch.manual_seed(seed)
+        model = model_cls(config)
+        model.save_pretrained(str(out))
+        extractor_cls(**options).save_pretrained(str(out))
+    return out
