@@ -1,0 +1,224 @@
+"""Every prompt emorl sends to an audio-language model, each next to the regex that checks its answers.
+
+A prompt is the clip's audio followed by a question that lists the corpus's emotion options and
+asks for one of five answer formats (:data:`FORMATS`):
+
+- ``direct``: zero-shot, "which emotion?" (EMO-RL Table 1, "Direct Inference");
+- ``cot``: zero-shot chain of thought, reason first then answer ("CoT Inference");
+- ``ir``: implicit reasoning, only ``<answer>LABEL</answer>`` (EMO-RL's Q_IR);
+- ``eur``: explicit unstructured reasoning, ``<think>...</think><answer>LABEL</answer>`` (Q_EUR);
+- ``esr``: explicit structured reasoning (Q_ESR): the think block holds, in order, the four tags
+  of :data:`ESR_TAGS`, then the answer.
+
+ESR's four tags. The paper asks for "four additional format constraint tags" covering the
+textual side (verbatim transcription, key words) and the prosodic side (intonation, tempo,
+intensity, voice quality), then a synthesis of the two; it does not print their names. emorl
+names them ``<transcript>`` (what is said), ``<keywords>`` (the emotionally telling words),
+``<prosody>`` (pitch and intonation, rhythm and speed, volume, voice quality) and
+``<synthesis>`` (both combined into a judgement). Change them here, in one place.
+
+Format checks (:meth:`PromptFormat.matches`) are binary, over the *whole* answer, as the paper's
+format rewards are: whitespace between and around blocks is allowed, nothing else is; every
+block must hold some non-space text; no block may hold ``<think>`` or ``<answer>`` tags, and the
+answer and ESR's blocks may not hold ESR's tags either (an ESR answer is thus also a valid EUR
+answer, whose think block is free). ``direct`` and ``cot`` accept any
+non-empty text (zero-shot answers are parsed, not format-checked).
+
+Options are the label set's canonical names (``emorl.labels``), in the label set's order or,
+with ``shuffle_options``, in a per-example order drawn from a seeded generator (to remove
+position bias); answers are parsed back with :func:`emorl.labels.parse_answer`, which also
+accepts synonyms ("joy" for ``happy``).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: The four ESR tags, in the order the think block must hold them.
+ESR_TAGS: tuple[str, ...] = ("transcript", "keywords", "prosody", "synthesis")
+
+#: What each ESR tag asks for (used in the ESR instruction).
+ESR_TAG_MEANINGS: dict[str, str] = {
+    "transcript": "what the speaker says, word for word",
+    "keywords": "the words or phrases that carry emotion",
+    "prosody": "the pitch and intonation, rhythm and speed, volume and voice quality",
+    "synthesis": "how the content and the prosody together point to one emotion",
+}
+
+#: The system prompt of every format unless a config sets another (Qwen2-Audio's own default).
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+def _body(*tags: str) -> str:
+    """A regex for a non-empty block body (some non-space character) that holds none of ``tags``."""
+    no_tag = rf"(?!</?(?:{'|'.join(tags)})>)"
+    return rf"(?:{no_tag}.)*?{no_tag}\S(?:{no_tag}.)*?"
+
+
+_BODY = _body("think", "answer")  # EUR's think block, the answer
+_ESR_BODY = _body("think", "answer", *ESR_TAGS)  # inside ESR's think block: no tag of any format
+_ANSWER = rf"<answer>\s*(?P<answer>{_body('think', 'answer', *ESR_TAGS)})\s*</answer>"
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile(rf"\s*{pattern}\s*", re.DOTALL | re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """One answer format: the instruction that asks for it and the regex that checks it.
+
+    Attributes:
+        name: ``direct``, ``cot``, ``ir``, ``eur`` or ``esr``.
+        instruction: the text after the options; ``{options}`` is not used here (see
+            :func:`build_question`).
+        pattern: the compiled regex an answer must match in full (``None``: any non-empty text).
+        reasoning: the format asks for reasoning before the answer.
+    """
+
+    name: str
+    instruction: str
+    pattern: re.Pattern[str] | None
+    reasoning: bool
+
+    def matches(self, text: str | None) -> bool:
+        """True when the whole ``text`` is in this format (the binary format reward)."""
+        if not text or not text.strip():
+            return False
+        if self.pattern is None:
+            return True
+        return self.pattern.fullmatch(text) is not None
+
+    def answer_span(self, text: str | None) -> str | None:
+        """The text inside ``<answer>`` when ``text`` matches the format, else ``None``."""
+        if not text or self.pattern is None:
+            return None
+        match = self.pattern.fullmatch(text)
+        return match.group("answer").strip() if match and "answer" in match.groupdict() else None
+
+
+_ESR_STEPS = "; ".join(f"<{tag}> {meaning} </{tag}>" for tag, meaning in ESR_TAG_MEANINGS.items())
+_ESR_BLOCKS = r"\s*".join(rf"<{tag}>{_ESR_BODY}</{tag}>" for tag in ESR_TAGS)
+
+FORMATS: dict[str, PromptFormat] = {
+    "direct": PromptFormat(
+        name="direct",
+        instruction="Answer with the emotion only, one word from the options.",
+        pattern=None,
+        reasoning=False,
+    ),
+    "cot": PromptFormat(
+        name="cot",
+        instruction=(
+            "Think step by step: consider what is said and how it is said (pitch, speed, volume, "
+            "voice quality), then give the emotion, one word from the options, as "
+            "<answer>emotion</answer>."
+        ),
+        pattern=None,
+        reasoning=True,
+    ),
+    "ir": PromptFormat(
+        name="ir",
+        instruction="Output only the answer, in the format <answer>emotion</answer>.",
+        pattern=_compile(_ANSWER),
+        reasoning=False,
+    ),
+    "eur": PromptFormat(
+        name="eur",
+        instruction=(
+            "First reason about the emotion inside <think> </think>, then give the final answer inside "
+            "<answer> </answer>, in the format <think>reasoning</think><answer>emotion</answer>."
+        ),
+        pattern=_compile(rf"<think>{_BODY}</think>\s*{_ANSWER}"),
+        reasoning=True,
+    ),
+    "esr": PromptFormat(
+        name="esr",
+        instruction=(
+            "First reason inside <think> </think> in four steps, each in its own tags: "
+            f"{_ESR_STEPS}. Then give the final answer inside <answer> </answer>, in the format "
+            "<think><transcript>...</transcript><keywords>...</keywords><prosody>...</prosody>"
+            "<synthesis>...</synthesis></think><answer>emotion</answer>."
+        ),
+        pattern=_compile(rf"<think>\s*{_ESR_BLOCKS}\s*</think>\s*{_ANSWER}"),
+        reasoning=True,
+    ),
+}
+
+QUESTION = "What is the emotion of the speaker in this audio? The options are: {options}."
+
+
+def get_format(name: str) -> PromptFormat:
+    """The :class:`PromptFormat` called ``name`` (case-insensitive); a clear error for others."""
+    try:
+        return FORMATS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown prompt format {name!r}; choose one of {', '.join(FORMATS)}") from None
+
+
+def option_order(options: Sequence[str], shuffle: bool = False, rng: random.Random | None = None) -> list[str]:
+    """The options in label-set order, or shuffled with ``rng`` (a seeded ``random.Random``)."""
+    ordered = list(options)
+    if not ordered:
+        raise ValueError("a prompt needs at least one emotion option")
+    if shuffle:
+        (rng or random.Random(0)).shuffle(ordered)
+    return ordered
+
+
+def build_question(
+    format_name: str,
+    options: Sequence[str],
+    shuffle_options: bool = False,
+    rng: random.Random | None = None,
+    question: str = QUESTION,
+) -> str:
+    """The text that follows the audio: the question with its options, then the format's instruction.
+
+    >>> build_question("ir", ["neutral", "happy"])
+    'What is the emotion of the speaker in this audio? The options are: neutral, happy. Output only the answer, in the format <answer>emotion</answer>.'
+    """
+    fmt = get_format(format_name)
+    listed = ", ".join(option_order(options, shuffle_options, rng))
+    return f"{question.format(options=listed)} {fmt.instruction}"
+
+
+def build_messages(question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> list[dict]:
+    """Chat messages for one clip: an optional system turn, then a user turn of audio + question.
+
+    The audio item is ``{"type": "audio", "audio": "<clip>"}``: the chat templates of
+    Qwen2-Audio and Qwen2.5-Omni put their audio placeholder tokens where an item with an
+    ``audio`` key stands; the waveform itself goes to the processor separately.
+    """
+    messages: list[dict] = []
+    if system_prompt:
+        messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
+    messages.append({
+        "role": "user",
+        "content": [{"type": "audio", "audio": "<clip>"}, {"type": "text", "text": question}],
+    })
+    return messages
+
+
+def target_text(format_name: str, label: str, rationale: str | None = None,
+                structured: dict[str, str] | None = None) -> str:
+    """The answer an SFT target (or a format test) expects for ``label``.
+
+    ``ir`` (and ``direct``): ``<answer>label</answer>``. ``eur`` / ``cot``: the ``rationale`` in
+    ``<think>`` (required). ``esr``: the four :data:`ESR_TAGS` from ``structured`` (all required).
+    """
+    fmt = get_format(format_name)
+    answer = f"<answer>{label}</answer>"
+    if fmt.name in ("ir", "direct"):
+        return answer
+    if fmt.name in ("eur", "cot"):
+        if not rationale or not rationale.strip():
+            raise ValueError(f"a {fmt.name} target needs a rationale for label {label!r}")
+        return f"<think>{rationale.strip()}</think>{answer}"
+    missing = [tag for tag in ESR_TAGS if not (structured or {}).get(tag, "").strip()]
+    if missing:
+        raise ValueError(f"an esr target needs every ESR tag; missing {missing}")
+    blocks = "".join(f"<{tag}>{structured[tag].strip()}</{tag}>" for tag in ESR_TAGS)  # type: ignore[index]
+    return f"<think>{blocks}</think>{answer}"
