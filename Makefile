@@ -4,6 +4,7 @@
 #   make demo                     # render the demo corpus, train, test, print UA / WA / F1
 #   make test                     # the whole test suite (what CI runs)
 #   make TORCH="torch==2.9.1" test  # another torch build (CUDA users: the one matching the driver)
+#   make test-extras              # the s3prl / reference tests, in a second env .venv-extras (torch 2.8)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,7 +12,17 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install system-deps clean
+# The second environment: the s3prl and reference extras. s3prl 0.4.18 only imports with
+# torch / torchaudio <= 2.8, so it gets an env of its own. torch comes from EXTRAS_TORCH_INDEX
+# (PyTorch's CPU wheels; e.g. .../whl/cu128 for CUDA 12.8) or, where that index cannot be
+# reached, from the default package index (PyPI: the CUDA build, a few GB).
+EXTRAS_VENV        ?= .venv-extras
+EXTRAS_TORCH       ?= torch==2.8.0 torchaudio==2.8.0
+EXTRAS_TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+EXTRAS_PY          := $(EXTRAS_VENV)/bin/python
+EXTRAS_STAMP       := $(EXTRAS_VENV)/.installed
+
+.PHONY: demo test test-extras install install-extras system-deps clean
 
 demo: $(STAMP) system-deps
 	$(VENV)/bin/emorl demo
@@ -19,7 +30,13 @@ demo: $(STAMP) system-deps
 test: $(STAMP) system-deps
 	$(PY) -m pytest
 
+# Only the tests marked s3prl or reference run here (the whole suite is collected, the rest deselected).
+test-extras: $(EXTRAS_STAMP)
+	$(EXTRAS_PY) -m pytest -m "s3prl or reference"
+
 install: $(STAMP)
+
+install-extras: $(EXTRAS_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +44,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+$(EXTRAS_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(EXTRAS_VENV)
+	$(EXTRAS_PY) -m pip install --quiet --upgrade pip
+	$(EXTRAS_PY) -m pip install --quiet --retries 1 --timeout 20 $(EXTRAS_TORCH) --index-url $(EXTRAS_TORCH_INDEX) \
+	  || { echo "$(EXTRAS_TORCH_INDEX) unreachable: installing $(EXTRAS_TORCH) from the default index"; \
+	       $(EXTRAS_PY) -m pip install --quiet $(EXTRAS_TORCH); }
+	$(EXTRAS_PY) -m pip install --quiet -e ".[dev,s3prl,reference]"
+	touch $(EXTRAS_STAMP)
 
 # espeak-ng renders the demo corpus (Debian/Ubuntu package; root or sudo needed once).
 system-deps:
@@ -36,4 +62,4 @@ system-deps:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng >/dev/null; }
 
 clean:
-	rm -rf $(VENV) runs data/demo
+	rm -rf $(VENV) $(EXTRAS_VENV) runs data/demo
