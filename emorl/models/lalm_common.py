@@ -1,0 +1,145 @@
+"""What every audio-language-model module shares: prompts per clip, answering, targets, checkpoints.
+
+Plain functions and one small class, composed by :mod:`emorl.models.zeroshot`,
+:mod:`emorl.models.sft` and :mod:`emorl.models.grpo`:
+
+- :class:`PromptBuilder`: the chat messages for a batch of clips (format, options, system
+  prompt); shuffled options are drawn from a generator seeded by (seed, clip key), so a clip gets
+  the same order whatever its batch, rank or run;
+- :func:`clips_from_batch`: the DataModule's zero-padded waveforms back to one array per clip;
+- :func:`answer_batch`: batched generation and parsing into class ids (-1 = no parsable label,
+  which the metrics count as wrong for the true class and report in the parse rate);
+- :func:`target_ids`: SFT targets tokenised, ending with the end-of-turn token;
+- :func:`keep_trainable_weights`: checkpoints that hold only the trained weights (LoRA adapters,
+  a trained projector), about a thousandth of the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+
+from emorl.labels import parse_answer
+from emorl.lalm.generation import GenerationResult, generate
+from emorl.lalm.inputs import build_prompts
+from emorl.prompts import DEFAULT_SYSTEM_PROMPT, build_messages, build_question, get_format
+
+END_OF_TURN = "<|im_end|>"
+
+
+class PromptBuilder:
+    """Chat messages for clips: the question listing ``class_names`` and the format's instruction."""
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        prompt_format: str = "ir",
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        shuffle_options: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.class_names = list(class_names)
+        self.format = get_format(prompt_format)
+        self.system_prompt = system_prompt
+        self.shuffle_options = shuffle_options
+        self.seed = seed
+
+    def _rng(self, key: str) -> random.Random:
+        digest = hashlib.sha1(f"{self.seed}|{key}".encode()).digest()
+        return random.Random(int.from_bytes(digest[:8], "little"))
+
+    def question(self, key: str) -> str:
+        return build_question(self.format.name, self.class_names, self.shuffle_options, self._rng(key))
+
+    def messages(self, keys: Sequence[str]) -> list[list[dict]]:
+        return [build_messages(self.question(key), self.system_prompt) for key in keys]
+
+
+def clips_from_batch(batch: dict) -> list[np.ndarray]:
+    """``batch["wave"]`` (B, T) zero-padded + ``wave_lengths`` -> one float32 array per clip."""
+    waves = batch["wave"].detach().float().cpu()
+    return [waves[i, : int(n)].numpy() for i, n in enumerate(batch["wave_lengths"].tolist())]
+
+
+def label_ids(texts: Sequence[str], class_names: Sequence[str]) -> torch.Tensor:
+    """Class ids of the labels parsed from ``texts`` (:func:`emorl.labels.parse_answer`), -1 for none."""
+    ids = []
+    for text in texts:
+        label = parse_answer(text, class_names)
+        ids.append(class_names.index(label) if label is not None else -1)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def answer_batch(
+    backbone,
+    prompts: PromptBuilder,
+    batch: dict,
+    max_new_tokens: int = 256,
+    stop_strings: Sequence[str] | None = ("</answer>",),
+) -> tuple[list[str], torch.Tensor, GenerationResult]:
+    """Greedy answers for a DataModule batch: ``(texts, class ids (-1: unparsable), result)``."""
+    inputs = build_prompts(backbone, prompts.messages(batch["key"]), clips_from_batch(batch))
+    result = generate(backbone, inputs, max_new_tokens=max_new_tokens, stop_strings=stop_strings)
+    return result.texts, label_ids(result.texts, prompts.class_names), result
+
+
+def target_ids(tokenizer, targets: Sequence[str], pad_id: int, end_token: str = END_OF_TURN) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenise SFT targets (each followed by ``end_token``), right-padded: ``(ids, mask)`` (N, T)."""
+    encoded = [tokenizer(text + end_token, add_special_tokens=False)["input_ids"] for text in targets]
+    width = max(len(ids) for ids in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for i, row in enumerate(encoded):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def trainable_names(module: torch.nn.Module) -> set[str]:
+    return {name for name, param in module.named_parameters() if param.requires_grad}
+
+
+def keep_trainable_weights(module: L.LightningModule, checkpoint: dict) -> None:
+    """Drop every frozen weight from a checkpoint's ``state_dict`` (call from ``on_save_checkpoint``).
+
+    The module must set ``self.strict_loading = False`` so that loading such a checkpoint fills
+    the trained weights and keeps the frozen ones from the base model.
+    """
+    keep = trainable_names(module)
+    state = checkpoint.get("state_dict", {})
+    for key in [k for k in state if k not in keep]:
+        del state[key]
+    checkpoint["emorl_trainable_keys"] = sorted(keep)
+
+
+def check_trainable_weights(module: L.LightningModule, checkpoint: dict) -> None:
+    """Refuse a checkpoint whose trained weights do not fit this module (call from ``on_load_checkpoint``)."""
+    saved = set(checkpoint.get("state_dict", {}))
+    expected = trainable_names(module)
+    if "emorl_trainable_keys" not in checkpoint:
+        return  # a full checkpoint: Lightning loads it as usual
+    missing = sorted(expected - saved)
+    unknown = sorted(saved - set(dict(module.named_parameters())) - set(dict(module.named_buffers())))
+    if missing or unknown:
+        raise RuntimeError(
+            "the checkpoint's trained weights do not fit this model (different LoRA / projector "
+            f"options?): {len(missing)} missing, e.g. {missing[:3]}; {len(unknown)} unknown, e.g. {unknown[:3]}"
+        )
+
+
+def log_answer_samples(module: L.LightningModule, tag: str, rows: Sequence[dict], limit: int = 8) -> None:
+    """A markdown table of sample answers (key, true label, prediction, text) to TensorBoard."""
+    trainer = module.trainer
+    experiment = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
+    if not rows or limit <= 0 or not trainer.is_global_zero or not hasattr(experiment, "add_text"):
+        return
+    lines = ["| key | label | prediction | answer |", "| --- | --- | --- | --- |"]
+    for row in rows[:limit]:
+        text = str(row.get("text", "")).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {row.get('key')} | {row.get('label')} | {row.get('prediction')} | {text} |")
+    experiment.add_text(tag, "\n".join(lines), global_step=trainer.global_step)

@@ -1,0 +1,209 @@
+"""Supervised fine-tuning of an audio-language model on emotion answers (EMO-RL's "SFT + IR").
+
+    emorl fit --config configs/sft_ir_meld.yaml
+    emorl test --config configs/sft_ir_meld.yaml --ckpt_path runs/sft_ir_meld/version_N/checkpoints/BEST.ckpt
+
+Each training clip becomes the prompt of :mod:`emorl.prompts` (format ``ir`` by default) and a
+target answer: ``<answer>label</answer>``, or, when the manifest row carries reasoning and the
+format asks for it, the full answer (``eur``: a ``rationale`` string in ``<think>``; ``esr``: a
+``reasoning`` dict with the four ESR tags). The loss is the mean negative log-likelihood of the
+target tokens (the answer and its end-of-turn token) only: the prompt, the audio and the padding
+are never scored. The prompt embeddings (audio tower once per clip) come from
+:func:`emorl.lalm.inputs.embed_prompts`, the same path generation and GRPO use.
+
+Paper defaults (EMO-RL section 4.2): AdamW, lr 1e-5, 5 epochs. LoRA by default (r 8, alpha 16
+on every linear layer of the language model; the audio tower frozen); ``full_finetune: true``
+trains the whole language model. Checkpoints hold only the trained weights (LoRA adapters and a
+trained projector: a few MB for the 7B model); ``emorl test --ckpt_path`` loads them onto the base
+model named in the config. Validation and test generate answers greedily and score them like the
+zero-shot module (UA / WA / F1 / parse rate, predictions files, sample answers in TensorBoard).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+
+import lightning as L
+import torch
+
+from emorl.lalm import load_backbone
+from emorl.lalm.generation import completion_logprobs
+from emorl.lalm.inputs import build_prompts, embed_prompts
+from emorl.models.evaluation import StageMetrics
+from emorl.models.lalm_common import (
+    PromptBuilder,
+    answer_batch,
+    check_trainable_weights,
+    clips_from_batch,
+    keep_trainable_weights,
+    log_answer_samples,
+    target_ids,
+)
+from emorl.prompts import DEFAULT_SYSTEM_PROMPT, target_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LORA = {"r": 8, "alpha": 16, "dropout": 0.05}
+
+
+def sft_target(format_name: str, label: str, row: dict | None) -> str:
+    """The answer a clip is trained towards: reasoning from its row when the format wants it."""
+    row = row or {}
+    if format_name in ("eur", "cot") and row.get("rationale"):
+        return target_text(format_name, label, rationale=row["rationale"])
+    if format_name == "esr" and isinstance(row.get("reasoning"), dict):
+        return target_text("esr", label, structured=row["reasoning"])
+    return target_text("ir", label)
+
+
+class SFTLALM(L.LightningModule):
+    """Supervised fine-tuning of Qwen2-Audio / the Qwen2.5-Omni thinker on emotion answers.
+
+    Args:
+        class_names: the emotion options (linked from the DataModule's label set).
+        model: a zoo name or a local folder (the base model; checkpoints add the trained weights).
+        prompt_format: ``ir`` (the paper's SFT + IR), ``eur`` or ``esr`` (needs reasoning in the
+            manifest rows; rows without it fall back to an IR target, counted in the log).
+        system_prompt / shuffle_options / prompt_seed: see :class:`emorl.models.lalm_common.PromptBuilder`.
+        lora: LoRA options (``r``, ``alpha``, ``dropout``, ``target_modules``); ``null`` with
+            ``full_finetune: true`` for full fine-tuning.
+        train_projector: also train the audio -> text projector.
+        full_finetune: train every language-model weight (needs far more memory).
+        lr / weight_decay / warmup_steps: AdamW (EMO-RL: lr 1e-5) with linear warm-up.
+        dtype / attn_implementation / gradient_checkpointing: how the backbone runs.
+        max_new_tokens: answer length at validation / test.
+        answers_to_log: sample answers per test set written to TensorBoard.
+    """
+
+    def __init__(
+        self,
+        class_names: list[str],
+        model: str = "qwen2-audio-7b-instruct",
+        prompt_format: str = "ir",
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        shuffle_options: bool = False,
+        prompt_seed: int = 0,
+        lora: dict | None = None,
+        train_projector: bool = False,
+        full_finetune: bool = False,
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        dtype: str = "bfloat16",
+        attn_implementation: str | None = "sdpa",
+        gradient_checkpointing: bool = False,
+        max_new_tokens: int = 32,
+        answers_to_log: int = 16,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if lora is None and not full_finetune:
+            lora = dict(DEFAULT_LORA)
+        self.prompts = PromptBuilder(class_names, prompt_format, system_prompt, shuffle_options, prompt_seed)
+        self.backbone = load_backbone(
+            model, dtype=dtype, attn_implementation=attn_implementation,
+            gradient_checkpointing=gradient_checkpointing, lora=None if full_finetune else lora,
+            train_projector=train_projector, full_finetune=full_finetune,
+        )
+        self.model = self.backbone.model
+        self.metrics = StageMetrics(class_names)
+        self.strict_loading = False  # checkpoints hold only the trained weights
+        self.test_results: dict[str, dict[str, float]] = {}
+        self.fallback_targets = 0
+
+    # -- training ---------------------------------------------------------------------------------
+    def sft_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """Mean NLL of the target tokens of a DataModule batch, and the number of target tokens."""
+        names = self.hparams.class_names
+        labels = [names[int(i)] for i in batch["label"]]
+        rows = batch.get("row") or [None] * len(labels)
+        targets = [sft_target(self.prompts.format.name, label, row) for label, row in zip(labels, rows)]
+        if self.prompts.format.reasoning:
+            self.fallback_targets += sum(t.startswith("<answer>") for t in targets)
+        inputs = build_prompts(self.backbone, self.prompts.messages(batch["key"]), clips_from_batch(batch))
+        grad = torch.enable_grad() if self.hparams.train_projector or self.hparams.full_finetune else torch.no_grad()
+        with grad:
+            prompt = embed_prompts(self.backbone, inputs)
+        ids, mask = target_ids(self.backbone.tokenizer, targets, self.backbone.pad_token_id)
+        logps = completion_logprobs(self.backbone, prompt, ids.to(self.device), mask.to(self.device))
+        tokens = int(mask.sum())
+        return -(logps.sum() / max(tokens, 1)), tokens
+
+    def training_step(self, batch: dict | None, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:
+            return None
+        loss, tokens = self.sft_loss(batch)
+        size = len(batch["key"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/target_tokens", float(tokens), batch_size=size)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.fallback_targets:
+            log.warning("%d training targets had no reasoning in their manifest row and used an IR "
+                        "target instead", self.fallback_targets)
+            self.fallback_targets = 0
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise RuntimeError("nothing to train: set lora, train_projector or full_finetune")
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        warmup = int(self.hparams.warmup_steps)
+        if warmup <= 0:
+            return optimizer
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def _answer(self, batch: dict):
+        return answer_batch(self.backbone, self.prompts, batch, self.hparams.max_new_tokens)
+
+    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is None:
+            return
+        with torch.no_grad():
+            loss, _ = self.sft_loss(batch)
+        self.log("val/loss", loss, batch_size=len(batch["key"]), sync_dist=True)
+        _, preds, _ = self._answer(batch)
+        self.metrics.update("val", preds.to(self.device), batch["label"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.metrics.log_validation(self)
+
+    def test_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch is None:
+            return
+        name = self.trainer.datamodule.test_names[dataloader_idx]
+        texts, preds, _ = self._answer(batch)
+        self.metrics.update("test", preds.to(self.device), batch["label"], test_name=name,
+                            keys=batch["key"], texts=texts)
+
+    def on_test_epoch_end(self) -> None:
+        for name in self.metrics.test_order:
+            log_answer_samples(self, f"test/{name}/answers", self.metrics.predictions.get(name, []),
+                               self.hparams.answers_to_log)
+        self.test_results = self.metrics.log_test(self)
+
+    def predict_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
+        if batch is None:
+            return []
+        texts, preds, _ = self._answer(batch)
+        names = self.hparams.class_names
+        test_sets = getattr(self.trainer.datamodule, "test_names", None) or ["predict"]
+        return [
+            {"test_set": test_sets[dataloader_idx], "key": key,
+             "emotion": names[int(p)] if int(p) >= 0 else None, "text": text}
+            for key, p, text in zip(batch["key"], preds, texts)
+        ]
+
+    # -- checkpoints: trained weights only ----------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep_trainable_weights(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        check_trainable_weights(self, checkpoint)
+
+
+_ = nullcontext  # keeps the import used where grad contexts are chosen

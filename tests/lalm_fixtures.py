@@ -1,0 +1,49 @@
+"""Tiny audio-language models for the tests, built once per test session (about 0.2 s each).
+
+    from tests.lalm_fixtures import FAMILIES, CARDS, tiny_model_dir, clips, messages
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+FAMILIES = ("qwen2-audio", "qwen2.5-omni")
+#: family -> zoo card name
+CARDS = {"qwen2-audio": "qwen2-audio-7b-instruct", "qwen2.5-omni": "qwen2.5-omni-7b-thinker"}
+
+_ROOT: list[Path] = []
+
+
+def _root() -> Path:
+    if not _ROOT:
+        _ROOT.append(Path(tempfile.mkdtemp(prefix="emorl_tiny_lalm_")))
+        atexit.register(shutil.rmtree, _ROOT[0], ignore_errors=True)
+    return _ROOT[0]
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_model_dir(family: str) -> Path:
+    """The tiny model of ``family``, written by ``emorl zoo tiny``'s code path (do not modify it)."""
+    from emorl import zoo
+
+    return zoo.build_tiny(CARDS[family], _root() / CARDS[family], seed=0)
+
+
+def clips(seconds=(1.0, 2.5, 0.6), seed: int = 0) -> list[np.ndarray]:
+    """Quiet noise clips of the given lengths (16 kHz)."""
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in seconds]
+
+
+def messages(n: int = 3) -> list[list[dict]]:
+    """``n`` prompts of different text lengths, one audio part each."""
+    questions = ["Which emotion?", "What is the emotion of the speaker? Options: angry, happy, sad, neutral.",
+                 "Emotion:"]
+    return [[{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": questions[i % 3]}]}]
+            for i in range(n)]
