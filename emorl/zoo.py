@@ -66,6 +66,7 @@ class ZooCard:
     feature_extractor: dict[str, Any] = field(default_factory=dict)
     tiny: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)
+    download: str = ""  # how to get a model that is not on the Hugging Face hub (replaces `hf download`)
     path: Path | None = None
 
     @classmethod
@@ -121,8 +122,8 @@ def models_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-#: Files that mark a model folder: transformers' ``config.json``, FunASR/fairseq's ``config.yaml``.
-MODEL_FOLDER_MARKERS = ("config.json", "config.yaml")
+#: Files that mark a model folder: transformers' ``config.json``, FunASR's ``config.yaml``, a fairseq ``model.pt``.
+MODEL_FOLDER_MARKERS = ("config.json", "config.yaml", "model.pt")
 
 
 def _is_model_folder(path: Path) -> bool:
@@ -157,6 +158,14 @@ def _looks_like_path(text: str) -> bool:
 def not_available_message(card: ZooCard) -> str:
     base = models_dir()
     target = base / card.name if base is not None else Path("$EMORL_MODELS") / card.name
+    if card.download:  # not on the Hugging Face hub
+        return "\n".join([
+            f"model {card.name!r} is not available on this machine "
+            f"($EMORL_MODELS/{card.name}: " + (f"{base / card.name} not found)" if base else "EMORL_MODELS is not set)"),
+            "Get it on a machine with network access, then bring it here and set EMORL_MODELS:",
+            f"  {card.download}",
+            f"For a tiny random stand-in (tests, smoke runs): emorl zoo tiny {card.name} --out DIR",
+        ])
     looked = [
         f"  $EMORL_MODELS/{card.name}: " + (f"{base / card.name} not found" if base else "EMORL_MODELS is not set"),
         f"  the Hugging Face cache: {hf_hub_cache()} has no snapshot of {card.hub_id}",
@@ -227,6 +236,10 @@ def build_tiny(name: str, out: str | os.PathLike, seed: int = 0) -> Path:
     card = load_card(name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if card.kind == "lalm":  # audio-language models: emorl.lalm.tiny (backend = family)
+        from emorl.lalm.tiny import build_tiny as build_tiny_lalm
+
+        return build_tiny_lalm(card, out, seed)
     return backend_module(card.backend).build_tiny(card, out, seed)
 
 
@@ -254,11 +267,31 @@ def list_main() -> int:
             str(found) if found else "not found (see `emorl zoo tiny` or docs/zoo.md)",
         ])
     print(_table(rows))
+    lalm_rows = [["name", "hub id", "family", "loaded class", "licence", "local copy"]]
+    for card in list_cards(kind="lalm"):
+        found = locate(card)
+        lalm_rows.append([
+            card.name, card.hub_id, card.backend, card.architecture, card.licence,
+            str(found) if found else "not found (see `emorl zoo tiny` or docs/lalm.md)",
+        ])
+    if len(lalm_rows) > 1:
+        print("\naudio-language models (docs/lalm.md):")
+        print(_table(lalm_rows))
     return 0
 
 
 def tiny_main(name: str, out: str | os.PathLike, seed: int = 0) -> int:
     """Build the tiny stand-in of ``name`` into ``out`` and say how to use it."""
+    if name.startswith("s3prl:"):  # s3prl:hubert_local / s3prl:wavlm_local: a checkpoint file
+        from emorl.upstreams.s3prl_backend import build_tiny_s3prl, tiny_kind
+
+        path = build_tiny_s3prl(name, out, seed=seed)
+        print(f"wrote a tiny random {name} to {path}; use it as `upstream: s3prl:{tiny_kind(name)}_local:{path}`")
+        return 0
     path = build_tiny(name, out, seed=seed)
+    if load_card(name).kind == "lalm":
+        print(f"wrote a tiny random {name} to {path}; load it with emorl.lalm.load_backbone({str(path)!r}) "
+              "or give the folder as the model of an SFT / GRPO / zero-shot config")
+        return 0
     print(f"wrote a tiny random {name} to {path}; use it as `upstream: {path}` in a probe config")
     return 0
