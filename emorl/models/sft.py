@@ -22,7 +22,6 @@ zero-shot module (UA / WA / F1 / parse rate, predictions files, sample answers i
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 
 import lightning as L
 import torch
@@ -113,6 +112,12 @@ class SFTLALM(L.LightningModule):
         self.fallback_targets = 0
 
     # -- training ---------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        """Dropout on in what is trained (backbones load in eval mode); a frozen audio tower stays off."""
+        self.model.train()
+        if not any(p.requires_grad for p in self.backbone.audio_tower.parameters()):
+            self.backbone.audio_tower.eval()
+
     def sft_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
         """Mean NLL of the target tokens of a DataModule batch, and the number of target tokens."""
         names = self.hparams.class_names
@@ -205,5 +210,3 @@ class SFTLALM(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_trainable_weights(self, checkpoint)
 
-
-_ = nullcontext  # keeps the import used where grad contexts are chosen

@@ -1,0 +1,322 @@
+"""EMO-RL: GRPO on an audio-language model with format and emotion-similarity rewards.
+
+    emorl fit --config configs/emorl_esr.yaml
+
+Each training step (manual optimisation):
+
+1. the batch's prompts are embedded once (each clip through the audio tower once) and G answers
+   per prompt are sampled from those embeddings in one batched generation
+   (:func:`emorl.models.rollout.sample_rollout`), on every DDP rank for its own prompts;
+2. the answers are scored by the configured reward list (:mod:`emorl.rl.rewards`; ESWR's alpha
+   follows its schedule) and turned into group-normalised advantages;
+3. when ``beta > 0`` the reference log-probs are computed from the same embeddings, with the LoRA
+   adapter switched off (no second copy of the weights) or, under full fine-tuning, with a
+   frozen copy; when ``num_iterations > 1`` the sampling policy's log-probs are kept;
+4. the clipped policy-gradient loss (:func:`emorl.rl.loss.grpo_loss`, normalisation
+   ``loss_type``) is backpropagated ``logprob_micro_batch`` answers at a time, gradients are
+   accumulated over ``accumulate_grad_batches`` batches and clipped, then the optimiser steps;
+   with ``num_iterations > 1`` the accumulated rollouts are reused that many times.
+
+Logged (TensorBoard, ``train/...``, averaged over ranks): every reward component's mean and std,
+the total reward, the share of zero-std groups, format rate, accuracy, alpha, KL, clip fraction,
+entropy, answer length (mean, max), truncation rate, seconds spent generating, scoring and
+updating, and a few sampled answers as text. Checkpoints hold the trained weights only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+
+import lightning as L
+import torch
+
+from emorl.lalm import load_backbone
+from emorl.models.evaluation import StageMetrics
+from emorl.models.lalm_common import (
+    PromptBuilder,
+    answer_batch,
+    check_trainable_weights,
+    clips_from_batch,
+    keep_trainable_weights,
+    log_answer_samples,
+)
+from emorl.models.rollout import Rollout, logprobs_in_chunks, sample_rollout
+from emorl.prompts import DEFAULT_SYSTEM_PROMPT
+from emorl.rl.loss import grpo_loss
+from emorl.rl.rewards import RewardContext, RewardSet
+from emorl.rl.schedule import alpha_at
+
+DEFAULT_REWARDS = [{"name": "format_esr", "weight": 1.0}, {"name": "eswr", "weight": 1.0}]
+
+
+class GRPOLALM(L.LightningModule):
+    """GRPO fine-tuning of Qwen2-Audio / the Qwen2.5-Omni thinker (EMO-RL).
+
+    Args:
+        class_names: the emotion options (linked from the DataModule).
+        model: zoo name or folder of the base model.
+        init_checkpoint: an SFT checkpoint (``emorl fit`` of :class:`SFTLALM` with the same LoRA
+            options) whose trained weights start the policy; the reference stays the base model.
+        prompt_format / system_prompt / shuffle_options / prompt_seed: the prompts (``esr``: EMO-RL).
+        rewards: the reward list, ``[{name, weight}]`` (:data:`emorl.rl.rewards.REWARDS`).
+        gamma / alpha_schedule / alpha_start / alpha_end: ESWR (alpha over ``trainer.max_steps``).
+        num_generations: G answers per prompt (EMO-RL: 6); temperature / top_p: sampling.
+        max_new_tokens: answer length limit; mask_truncated: drop unfinished answers from the loss.
+        beta: KL weight (k3 estimator) to the reference policy; 0 skips the reference pass.
+        epsilon / epsilon_high: clip range of the ratio; num_iterations: updates per rollout.
+        loss_type: ``grpo`` | ``bnpo`` | ``dr_grpo`` | ``dapo``; scale_rewards: ``group`` |
+            ``batch`` | ``none``.
+        accumulate_grad_batches / gradient_clip_val: done inside the module (manual optimisation).
+        logprob_micro_batch: answers per log-prob forward.
+        lora / full_finetune / dtype / attn_implementation / gradient_checkpointing: the backbone.
+        lr / weight_decay / warmup_steps: AdamW with linear warm-up (EMO-RL: lr 1e-6).
+        eval_max_new_tokens / answers_to_log: greedy evaluation and logged samples.
+    """
+
+    def __init__(
+        self,
+        class_names: list[str],
+        model: str = "qwen2-audio-7b-instruct",
+        init_checkpoint: str | None = None,
+        prompt_format: str = "esr",
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        shuffle_options: bool = False,
+        prompt_seed: int = 0,
+        rewards: list[dict] | None = None,
+        gamma: float = 0.7,
+        alpha_schedule: str = "linear",
+        alpha_start: float = 1.0,
+        alpha_end: float = 0.0,
+        num_generations: int = 6,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 256,
+        mask_truncated: bool = False,
+        beta: float = 0.04,
+        epsilon: float = 0.2,
+        epsilon_high: float | None = None,
+        num_iterations: int = 1,
+        loss_type: str = "grpo",
+        scale_rewards: str = "group",
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: float | None = 1.0,
+        logprob_micro_batch: int = 8,
+        lora: dict | None = None,
+        full_finetune: bool = False,
+        dtype: str = "bfloat16",
+        attn_implementation: str | None = "sdpa",
+        gradient_checkpointing: bool = False,
+        lr: float = 1e-6,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        eval_max_new_tokens: int = 256,
+        answers_to_log: int = 8,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        if lora is None and not full_finetune:
+            lora = {"r": 8, "alpha": 16, "dropout": 0.05}
+        self.prompts = PromptBuilder(class_names, prompt_format, system_prompt, shuffle_options, prompt_seed)
+        self.rewards = RewardSet.from_config(rewards or DEFAULT_REWARDS)
+        self.backbone = load_backbone(
+            model, dtype=dtype, attn_implementation=attn_implementation,
+            gradient_checkpointing=gradient_checkpointing, lora=None if full_finetune else lora,
+            full_finetune=full_finetune,
+        )
+        self.model = self.backbone.model
+        self.reference = None
+        if full_finetune and beta > 0:  # no adapter to switch off: a frozen copy (never saved)
+            self.reference = [copy.deepcopy(self.backbone.hf_model).requires_grad_(False).eval()]
+        self.metrics = StageMetrics(class_names)
+        self.strict_loading = False
+        self.buffer: list[Rollout] = []
+        self.alpha = float(alpha_start)
+        self.test_results: dict[str, dict[str, float]] = {}
+        if init_checkpoint:
+            self._load_init_checkpoint(init_checkpoint)
+
+    def _load_init_checkpoint(self, path: str) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        check_trainable_weights(self, state)
+        missing, unexpected = self.load_state_dict(state["state_dict"], strict=False)
+        if unexpected:
+            raise RuntimeError(f"init_checkpoint {path}: unknown weights {unexpected[:3]}")
+
+    # -- one rollout --------------------------------------------------------------------------
+    def _context(self) -> RewardContext:
+        return RewardContext(classes=self.hparams.class_names, alpha=self.alpha, gamma=self.hparams.gamma)
+
+    def _gather(self, values: torch.Tensor) -> torch.Tensor:
+        return self.all_gather(values.to(self.device)).reshape(-1).cpu()
+
+    def _rollout(self, batch: dict) -> Rollout:
+        hp = self.hparams
+        names = hp.class_names
+        labels = [names[int(i)] for i in batch["label"]]
+        rollout = sample_rollout(
+            self.backbone, self.prompts.messages(batch["key"]), clips_from_batch(batch), labels, self.rewards,
+            self._context(), hp.num_generations, hp.max_new_tokens, hp.temperature, hp.top_p, hp.scale_rewards,
+            hp.mask_truncated, gather_rewards=self._gather if self.trainer.world_size > 1 else None,
+        )
+        start = time.perf_counter()
+        rows = torch.arange(len(rollout))
+        with torch.no_grad():
+            if hp.num_iterations > 1:
+                rollout.old_logps = self._chunked(rollout, rows)
+            if hp.beta > 0:
+                with self._reference():
+                    rollout.ref_logps = self._chunked(rollout, rows)
+        rollout.timings["reference"] = time.perf_counter() - start
+        return rollout
+
+    @contextlib.contextmanager
+    def _reference(self):
+        if self.reference is None:
+            with self.backbone.adapter_disabled():
+                yield
+            return
+        policy = self.backbone.model
+        self.backbone.model = self.reference[0].to(self.device)
+        try:
+            yield
+        finally:
+            self.backbone.model = policy
+
+    def _chunked(self, rollout: Rollout, rows: torch.Tensor) -> torch.Tensor:
+        size = self.hparams.logprob_micro_batch
+        parts = [logprobs_in_chunks(self.backbone, rollout, chunk, self.hparams.temperature)[0]
+                 for chunk in rows.split(size)]
+        return torch.cat(parts)
+
+    # -- the update ---------------------------------------------------------------------------
+    def training_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is None:
+            return
+        self.alpha = alpha_at(self.global_step, max(self.trainer.max_steps, 1), self.hparams.alpha_schedule,
+                              self.hparams.alpha_start, self.hparams.alpha_end)
+        rollout = self._rollout(batch)
+        self.buffer.append(rollout)
+        self._log_rollout(rollout, batch_idx)
+        if len(self.buffer) >= self.hparams.accumulate_grad_batches:
+            self._update(self.buffer)
+            self.buffer = []
+
+    def _update(self, rollouts: list[Rollout]) -> None:
+        hp = self.hparams
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        start = time.perf_counter()
+        active = sum(float(r.completion_mask.sum()) for r in rollouts)
+        global_active = float(self._gather(torch.tensor([active])).sum()) if self.trainer.world_size > 1 else active
+        stats: dict[str, list[float]] = {"loss": [], "kl": [], "clip_fraction": [], "entropy": []}
+        total_rows = sum(len(r) for r in rollouts)
+        for _ in range(hp.num_iterations):
+            chunks = [(r, rows) for r in rollouts for rows in torch.arange(len(r)).split(hp.logprob_micro_batch)]
+            for index, (rollout, rows) in enumerate(chunks):
+                last = index == len(chunks) - 1
+                sync = contextlib.nullcontext() if last else self._no_backward_sync()
+                with sync:
+                    loss, step_stats = self._micro_loss(rollout, rows, total_rows, global_active)
+                    self.manual_backward(loss)
+                for key in stats:
+                    if key in step_stats:
+                        stats[key].append(float(step_stats[key]))
+            if hp.gradient_clip_val:
+                self.clip_gradients(optimizer, gradient_clip_val=hp.gradient_clip_val, gradient_clip_algorithm="norm")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
+        values = {f"train/{k}": sum(v) / len(v) for k, v in stats.items() if v}
+        values["train/time_update"] = time.perf_counter() - start
+        self.log_dict(values, sync_dist=True, batch_size=1)
+
+    def _no_backward_sync(self):
+        block = getattr(self.trainer.strategy, "block_backward_sync", None)
+        return block() if block is not None else contextlib.nullcontext()
+
+    def _micro_loss(self, rollout: Rollout, rows: torch.Tensor, total_rows: int, global_active: float):
+        """One micro-batch's share of the step's loss: its normalised loss weighted by its share of
+        the answers (``dapo``: its token sum over the whole step's active tokens, unweighted)."""
+        hp = self.hparams
+        logps, entropy = logprobs_in_chunks(self.backbone, rollout, rows, hp.temperature, with_entropy=True)
+        mask = rollout.completion_mask[rows].to(logps.device, logps.dtype)
+        old = rollout.old_logps[rows].to(logps.device) if rollout.old_logps is not None else logps.detach()
+        ref = rollout.ref_logps[rows].to(logps.device) if rollout.ref_logps is not None else None
+        loss, stats = grpo_loss(
+            logps, old, rollout.advantages[rows].to(logps.device), mask, ref_logps=ref, beta=hp.beta,
+            epsilon=hp.epsilon, epsilon_high=hp.epsilon_high, loss_type=hp.loss_type,
+            max_completion_length=hp.max_new_tokens, global_active_tokens=global_active,
+            world_size=self.trainer.world_size,
+        )
+        if hp.loss_type != "dapo":  # dapo's normaliser already spans the whole step
+            loss = loss * len(rows) / total_rows
+        stats["loss"] = loss.detach()
+        stats["entropy"] = (entropy * mask).sum() / mask.sum().clamp(min=1.0)
+        return loss, stats
+
+    def _log_rollout(self, rollout: Rollout, batch_idx: int) -> None:
+        lengths = rollout.completion_mask.sum(-1).float()
+        values = {
+            "train/reward": rollout.rewards.mean(), "train/reward_std": rollout.rewards.std(),
+            "train/zero_std_groups": rollout.zero_std.float().mean(), "train/accuracy": rollout.correct.float().mean(),
+            "train/alpha": torch.tensor(self.alpha), "train/answer_length": lengths.mean(),
+            "train/answer_length_max": lengths.max(), "train/truncated": rollout.truncated.float().mean(),
+            "train/time_generate": torch.tensor(rollout.timings["generate"]),
+            "train/time_rewards": torch.tensor(rollout.timings["rewards"]),
+            "train/time_reference": torch.tensor(rollout.timings["reference"]),
+        }
+        for name, component in rollout.components.items():
+            values[f"train/reward/{name}"] = component.mean()
+            values[f"train/reward/{name}_std"] = component.std()
+        fmt = f"format_{self.prompts.format.name}"
+        if fmt in rollout.components:
+            values["train/format_rate"] = rollout.components[fmt].mean()
+        self.log_dict({k: v.float() for k, v in values.items()}, sync_dist=True, batch_size=1, prog_bar=False)
+        if batch_idx % max(self.trainer.log_every_n_steps, 1) == 0:
+            rows = [{"key": str(int(i)), "label": label, "prediction": f"reward {float(r):.2f}", "text": text}
+                    for i, label, r, text in zip(rollout.prompt_index, rollout.labels, rollout.rewards, rollout.texts)]
+            log_answer_samples(self, "train/answers", rows, self.hparams.answers_to_log)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        warmup = max(int(self.hparams.warmup_steps), 1)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _answer(self, batch: dict):
+        return answer_batch(self.backbone, self.prompts, batch, self.hparams.eval_max_new_tokens)
+
+    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is not None:
+            self.metrics.update("val", self._answer(batch)[1].to(self.device), batch["label"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.metrics.log_validation(self)
+
+    def test_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch is None:
+            return
+        name = self.trainer.datamodule.test_names[dataloader_idx]
+        texts, preds, _ = self._answer(batch)
+        self.metrics.update("test", preds.to(self.device), batch["label"], test_name=name, keys=batch["key"], texts=texts)
+
+    def on_test_epoch_end(self) -> None:
+        for name in self.metrics.test_order:
+            log_answer_samples(self, f"test/{name}/answers", self.metrics.predictions.get(name, []),
+                               self.hparams.answers_to_log)
+        self.test_results = self.metrics.log_test(self)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep_trainable_weights(self, checkpoint)
+        checkpoint["emorl_grpo"] = {"alpha": self.alpha}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        check_trainable_weights(self, checkpoint)
+        self.alpha = float(checkpoint.get("emorl_grpo", {}).get("alpha", self.alpha))

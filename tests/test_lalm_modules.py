@@ -1,0 +1,158 @@
+"""Zero-shot and SFT LightningModules end to end through `emorl`, on tiny corpora and tiny models."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import emorl.models.lalm_common as lalm_common
+from emorl.cli import main
+from emorl.lalm.inputs import build_prompts
+from emorl.models.lalm_common import PromptBuilder, clips_from_batch, label_ids, target_ids
+from emorl.models.sft import SFTLALM, sft_target
+from tests.corpus_factory import make_tiny_corpus
+from tests.lalm_fixtures import tiny_model_dir
+
+ZERO_SHOT = "configs/lalm/qwen2_audio_zeroshot_{}.yaml"
+CPU = ["--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--data.num_workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_tiny_corpus(tmp_path_factory.mktemp("lalm_corpus"), per_speaker_label=1)
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("fmt", ["direct", "cot"])
+def test_zero_shot_test_writes_metrics_predictions_and_sample_answers(fmt, corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["test", "--config", str(lalm_common_root() / ZERO_SHOT.format(fmt)), *CPU,
+          "--model.init_args.model", str(tiny_model_dir("qwen2-audio")), "--model.init_args.dtype", "float32",
+          "--model.init_args.max_new_tokens", "6", "--data.data_dir", str(corpus.root)])
+    out = capsys.readouterr().out
+    assert "tiny" in out and "parse" in out
+    version = tmp_path / "runs" / f"qwen2_audio_zeroshot_{fmt}" / "version_0"
+    rows = _rows(version / "predictions" / "tiny.jsonl")
+    assert len(rows) == 4  # the held-out speaker's 4 clips
+    assert set(rows[0]) == {"key", "label", "prediction", "text"}
+    events = EventAccumulator(str(version)).Reload()
+    assert "test/tiny/answers/text_summary" in events.Tags()["tensors"]
+    assert "test/tiny/parse_rate" in events.Tags()["scalars"]
+
+
+def test_unparsable_answers_count_as_wrong_and_lower_the_parse_rate(corpus, tmp_path, monkeypatch, capsys):
+    """A model that never names an option scores 0 with parse rate 0, and nothing crashes."""
+    monkeypatch.chdir(tmp_path)
+    answers = iter(["I cannot tell.", "<answer>sad</answer>", "", "<answer>bored</answer>"])
+
+    def fake_answer(backbone, prompts, batch, max_new_tokens=256, stop_strings=None):
+        texts = [next(answers) for _ in batch["key"]]
+        return texts, label_ids(texts, prompts.class_names), None
+
+    monkeypatch.setattr("emorl.models.zeroshot.answer_batch", fake_answer)
+    main(["test", "--config", str(lalm_common_root() / ZERO_SHOT.format("direct")), *CPU,
+          "--model.init_args.model", str(tiny_model_dir("qwen2-audio")), "--model.init_args.dtype", "float32",
+          "--data.data_dir", str(corpus.root), "--data.batch_size", "4"])
+    rows = _rows(tmp_path / "runs" / "qwen2_audio_zeroshot_direct" / "version_0" / "predictions" / "tiny.jsonl")
+    assert [r["prediction"] for r in rows] == [None, "sad", None, None]
+    table = capsys.readouterr().out.splitlines()[-1].split()
+    # one parsable answer out of four; right only if that clip was sad
+    assert table[0] == "tiny" and float(table[-1]) == 25.0
+    expected_wa = 25.0 if rows[1]["label"] == "sad" else 0.0
+    assert float(table[2]) == expected_wa
+
+
+def test_zero_shot_runs_the_omni_thinker_too(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["test", "--config", str(lalm_common_root() / ZERO_SHOT.format("direct")), *CPU,
+          "--model.init_args.model", str(tiny_model_dir("qwen2.5-omni")), "--model.init_args.dtype", "float32",
+          "--model.init_args.max_new_tokens", "4", "--model.init_args.shuffle_options", "true",
+          "--data.data_dir", str(corpus.root)])
+    assert len(_rows(tmp_path / "runs" / "qwen2_audio_zeroshot_direct" / "version_0" / "predictions" / "tiny.jsonl")) == 4
+
+
+def test_predict_writes_one_line_per_clip_with_the_reasoning_text(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["predict", "--config", str(lalm_common_root() / ZERO_SHOT.format("cot")), *CPU,
+          "--model.init_args.model", str(tiny_model_dir("qwen2-audio")), "--model.init_args.dtype", "float32",
+          "--model.init_args.max_new_tokens", "6", "--data.data_dir", str(corpus.root)])
+    rows = _rows(tmp_path / "runs" / "qwen2_audio_zeroshot_cot" / "version_0" / "predictions.jsonl")
+    assert len(rows) == 4 and {"key", "emotion", "text"} <= set(rows[0])
+
+
+def test_shuffled_options_depend_on_the_clip_not_the_batch():
+    builder = PromptBuilder(["neutral", "happy", "sad", "angry"], "ir", shuffle_options=True, seed=1)
+    first = builder.messages(["a", "b", "c"])
+    again = builder.messages(["c", "a"])
+    assert first[0] == again[1] and first[2] == again[0]
+    orders = {builder.question(str(k)) for k in range(30)}
+    assert len(orders) > 5
+
+
+def test_sft_targets_use_reasoning_only_when_the_row_has_it():
+    assert sft_target("ir", "sad", {"rationale": "low voice"}) == "<answer>sad</answer>"
+    assert sft_target("eur", "sad", {"rationale": "low voice"}) == "<think>low voice</think><answer>sad</answer>"
+    assert sft_target("eur", "sad", {}) == "<answer>sad</answer>"
+    tags = {"transcript": "t", "keywords": "k", "prosody": "p", "synthesis": "s"}
+    assert sft_target("esr", "sad", {"reasoning": tags}).startswith("<think><transcript>t</transcript>")
+
+
+def test_sft_loss_equals_the_models_own_loss_on_answer_tokens_only(corpus):
+    """Oracle: transformers' loss with labels = -100 on the prompt, on the plain forward path."""
+    module = SFTLALM(["neutral", "happy", "sad", "angry"], model=str(tiny_model_dir("qwen2-audio")),
+                     dtype="float32", lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    wave = torch.from_numpy(np.random.default_rng(0).standard_normal(12000).astype(np.float32) * 0.1)
+    batch = {"wave": wave[None], "wave_lengths": torch.tensor([12000]), "label": torch.tensor([2]),
+             "key": ["k"], "row": [{}]}
+    loss, tokens = module.sft_loss(batch)
+    backbone = module.backbone
+    inputs = build_prompts(backbone, module.prompts.messages(["k"]), clips_from_batch(batch))
+    ids, _ = target_ids(backbone.tokenizer, ["<answer>sad</answer>"], backbone.pad_token_id)
+    full = torch.cat([inputs.input_ids, ids], 1)
+    labels = torch.cat([torch.full_like(inputs.input_ids, -100), ids], 1)
+    out = backbone.hf_model(input_ids=full, attention_mask=torch.ones_like(full), labels=labels,
+                            input_features=inputs.input_features, feature_attention_mask=inputs.feature_attention_mask)
+    assert tokens == ids.shape[1]
+    assert loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
+
+
+def test_sft_fit_saves_only_lora_weights_and_test_reloads_them(corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = yaml.safe_load((lalm_common_root() / "configs/sft_ir_ravdess.yaml").read_text())
+    config["trainer"].update({"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False,
+                              "num_sanity_val_steps": 0})
+    config["model"]["init_args"].update({"model": str(tiny_model_dir("qwen2-audio")), "dtype": "float32",
+                                        "gradient_checkpointing": False, "lr": 1e-2, "max_new_tokens": 6,
+                                        "warmup_steps": 2})
+    config["data"].update({"data_dir": str(corpus.root), "num_workers": 0, "val_fraction": 0.25})
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["fit", "--config", str(path)])
+    ckpt = next((tmp_path / "runs" / "sft_ir_ravdess" / "version_0" / "checkpoints").glob("*.ckpt"))
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    keys = list(saved["state_dict"])
+    assert keys and all("lora_" in k for k in keys), keys[:5]
+    assert saved["emorl_trainable_keys"] == sorted(keys)
+    main(["test", "--config", str(path), "--ckpt_path", str(ckpt)])
+    assert "tiny" in capsys.readouterr().out
+    assert len(_rows(tmp_path / "runs" / "sft_ir_ravdess" / "version_1" / "predictions" / "tiny.jsonl")) == 4
+
+
+def test_a_checkpoint_with_other_lora_options_is_refused(tmp_path):
+    module = SFTLALM(["happy", "sad"], model=str(tiny_model_dir("qwen2-audio")), dtype="float32",
+                     lora={"r": 2, "alpha": 4})
+    checkpoint = {"state_dict": {"model.something.lora_A.weight": torch.zeros(1)}, "emorl_trainable_keys": ["x"]}
+    with pytest.raises(RuntimeError, match="do not fit this model"):
+        lalm_common.check_trainable_weights(module, checkpoint)
+
+
+def lalm_common_root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1]
