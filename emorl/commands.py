@@ -54,7 +54,7 @@ def _zoo_parser(sub: argparse._SubParsersAction) -> None:
     zsub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="COMMAND")
     zsub.add_parser("list", help="zoo models, EmoBox UA/WA/F1, where each is found locally")
     tiny = zsub.add_parser("tiny", help="write a tiny random model of a zoo architecture (tests, smoke runs)")
-    tiny.add_argument("name", help="zoo name (emorl zoo list)")
+    tiny.add_argument("name", help="zoo name (emorl zoo list) or s3prl:hubert_local | s3prl:wavlm_local")
     tiny.add_argument("--out", required=True, type=Path)
     tiny.add_argument("--seed", type=int, default=0)
 

@@ -27,8 +27,28 @@ from typing import Any
 
 import yaml
 
-#: Where the cards live (``$EMORL_ZOO_DIR`` overrides, e.g. for an installed, non-editable emorl).
-ZOO_DIR = Path(os.environ.get("EMORL_ZOO_DIR") or Path(__file__).resolve().parents[1] / "zoo")
+def _find_zoo_dir() -> Path:
+    """``$EMORL_ZOO_DIR``; else the source tree's ``zoo/`` (a checkout, an editable install); else the
+    copy a wheel installs as data files (``<prefix>/share/emorl/zoo``, see pyproject.toml)."""
+    if os.environ.get("EMORL_ZOO_DIR"):
+        return Path(os.environ["EMORL_ZOO_DIR"])
+    source = Path(__file__).resolve().parents[1] / "zoo"
+    if source.is_dir():
+        return source
+    import site
+    import sys
+    import sysconfig
+
+    prefixes = [sysconfig.get_paths()["data"], sys.prefix, sys.base_prefix, getattr(site, "USER_BASE", None) or ""]
+    for prefix in filter(None, prefixes):
+        installed = Path(prefix) / "share" / "emorl" / "zoo"
+        if installed.is_dir():
+            return installed
+    return source  # not found anywhere: errors then name the source location
+
+
+#: Where the cards live (``$EMORL_ZOO_DIR`` overrides; an installed wheel ships them in <prefix>/share/emorl/zoo).
+ZOO_DIR = _find_zoo_dir()
 
 #: Fields every card has; ``kind: upstream`` cards (frozen encoders, the default) also need
 #: :data:`UPSTREAM_FIELDS`. ``kind: lalm`` cards describe audio-language models.

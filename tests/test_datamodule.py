@@ -192,3 +192,57 @@ def test_evaluation_sets_are_sharded_without_repeats_under_ddp(corpus, monkeypat
         seen += [k for batch in dm.test_dataloader()[0] for k in batch["key"]]
     assert len(dm.datasets["test/tiny"]) == 8  # not divisible by 3: padding would repeat one clip
     assert sorted(seen) == sorted(r["key"] for r in dm.datasets["test/tiny"].rows)
+
+
+class _NoWaveModel:
+    """A stand-in LightningModule that reads features elsewhere: it needs no waveforms."""
+
+    needs_waveforms = False
+
+    @staticmethod
+    def collate_fn(items):
+        return items
+
+
+def test_a_model_that_needs_no_waveforms_gets_undecoded_items(corpus, monkeypatch):
+    import emorl.data.datamodule as datamodule
+
+    calls = []
+    real = datamodule.load_audio
+    monkeypatch.setattr(datamodule, "load_audio", lambda *a, **k: calls.append(a) or real(*a, **k))
+
+    class FakeTrainer:
+        lightning_module = _NoWaveModel()
+
+    dm = EmoDataModule(str(corpus.root), eval_batch_size=4)
+    dm.trainer = FakeTrainer()
+    dm.setup("test")
+    items = next(iter(dm.test_dataloader()[0]))
+    assert len(items) == 4 and calls == []
+    assert all(item["wave"] is None and item["row"]["key"] == item["key"] for item in items)
+    decoded = items[0]["decode"]()  # a collator can still decode a clip it cannot serve
+    assert len(calls) == 1 and decoded["key"] == items[0]["key"] and len(decoded["wave"]) > 0
+    # clips a cache fill found undecodable are dropped without another try
+    dm.datasets["test/tiny"].skip_keys.add(items[1]["key"])
+    assert dm.datasets["test/tiny"][1] is None
+    # collate_waves decodes undecoded items; decode_audio: always decodes in the dataset
+    assert collate_waves(items[:2])["wave"].shape[0] == 2
+    always = EmoDataModule(str(corpus.root), eval_batch_size=4, decode_audio="always")
+    always.trainer = FakeTrainer()
+    always.setup("test")
+    assert all(item["wave"] is not None for item in next(iter(always.test_dataloader()[0])))
+
+
+def test_classes_restrict_the_training_label_set(corpus, caplog):
+    dm = EmoDataModule(str(corpus.root), classes=["sad", "happy"], val_fraction=0.25)
+    assert dm.class_names == ["sad", "happy"]
+    with caplog.at_level(logging.INFO):
+        dm.setup()
+    for name in ("train", "valid", "test/tiny"):
+        dataset = dm.datasets[name]
+        assert dataset.rows and {r["label"] for r in dataset.rows} == {"sad", "happy"}
+        assert dataset.label_ids == [dm.class_names.index(r["label"]) for r in dataset.rows]
+    assert len(dm.datasets["train"]) + len(dm.datasets["valid"]) == 16
+    assert "left out" in caplog.text
+    with pytest.raises(UnknownLabelError, match="calm"):
+        EmoDataModule(str(corpus.root), classes=["sad", "calm"])

@@ -230,3 +230,42 @@ def test_concurrent_writes_leave_one_whole_file(tmp_path):
     loaded = cache.load("ab" * 20)
     assert loaded.shape == (50, 8) and loaded.unique().numel() == 1
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_undecoded_items_are_served_from_the_cache_without_decoding(tmp_path, corpus, tiny_wavlm, monkeypatch):
+    import emorl.data.datamodule as datamodule
+
+    datasets = _datasets(corpus)
+    dataset = datasets[0]
+    bad = dataset.corpus.resolve_wav(dataset.rows[1]["wav"])
+    bad.write_bytes(b"RIFF....not audio at all")
+    cache = FeatureCache(tmp_path / "cache", HFUpstream(tiny_wavlm).identity)
+    factory = CountingFactory(tiny_wavlm)
+    collator = CachedFeatureCollator(cache, factory)
+    for d in datasets:
+        collator.index.update(cache.fill(d, factory))
+    # the clip that failed to decode during the fill is marked, so an undecoding dataset drops it
+    assert dataset.skip_keys == {dataset.rows[1]["key"]}
+    extracted = factory.clips
+
+    calls = []
+    real = datamodule.load_audio
+    monkeypatch.setattr(datamodule, "load_audio", lambda *a, **k: calls.append(a) or real(*a, **k))
+    dataset.decode_audio = False
+    items = [dataset[i] for i in range(len(dataset))]
+    assert items[1] is None and all(item["wave"] is None for i, item in enumerate(items) if i != 1)
+    batch = collator(items)
+    assert calls == [] and factory.clips == extracted
+    assert len(batch["key"]) == len(dataset) - 1
+
+    # a clip whose features were deleted is decoded and extracted on the spot (with a warning)
+    cache.path(collator.index[item_key(dataset.rows[0])]).unlink()
+    batch = collator([dataset[0], dataset[2]])
+    assert len(calls) == 1 and factory.clips == extracted + 1 and len(batch["key"]) == 2
+    # one that cannot be decoded any more is left out of the batch, not fatal
+    dataset.skip_keys.clear()
+    assert collator([dataset[1], dataset[2]])["key"] == [dataset.rows[2]["key"]]
+    # the fill itself decodes even when the dataset does not
+    fresh = FeatureCache(tmp_path / "other", HFUpstream(tiny_wavlm).identity)
+    fresh.fill(dataset, factory)
+    assert factory.clips == extracted + 1 + len(dataset) - 1

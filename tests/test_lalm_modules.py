@@ -156,3 +156,42 @@ def lalm_common_root():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[1]
+
+
+def test_predict_on_a_folder_of_audio_files_and_a_manifest(corpus, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "clips" / "sub"
+    folder.mkdir(parents=True)
+    wavs = sorted((corpus.root / "audio").glob("*.wav"))[:3] if (corpus.root / "audio").is_dir() else \
+        sorted(corpus.root.parent.rglob("*.wav"))[:3]
+    for wav in wavs:
+        shutil.copy(wav, folder / wav.name)
+    (folder / "broken.wav").write_bytes(b"not audio")
+    common = ["--config", str(lalm_common_root() / ZERO_SHOT.format("cot")), *CPU,
+              "--model.init_args.model", str(tiny_model_dir("qwen2-audio")), "--model.init_args.dtype", "float32",
+              "--model.init_args.max_new_tokens", "4", "--data.data_dir", str(corpus.root)]
+    main(["predict", *common, "--data.predict_path", str(tmp_path / "clips")])
+    rows = _rows(tmp_path / "runs" / "qwen2_audio_zeroshot_cot" / "version_0" / "predictions.jsonl")
+    assert sorted(r["key"] for r in rows) == sorted(f"sub/{w.stem}" for w in wavs)  # the broken clip is skipped
+    assert all(r["test_set"] == "clips" for r in rows)
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text("\n".join(json.dumps({"wav": str(folder / w.name), "key": f"m{i}"}) for i, w in enumerate(wavs)))
+    main(["predict", *common, "--data.predict_path", str(manifest)])
+    rows = _rows(tmp_path / "runs" / "qwen2_audio_zeroshot_cot" / "version_1" / "predictions.jsonl")
+    assert [r["key"] for r in rows] == ["m0", "m1", "m2"]
+
+
+def test_predict_path_errors_are_clear(tmp_path):
+    from emorl.data.folder import PredictInputError, list_clips
+
+    with pytest.raises(PredictInputError, match="does not exist"):
+        list_clips(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PredictInputError, match="no audio file"):
+        list_clips(tmp_path / "empty")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"key": "a"}\n')
+    with pytest.raises(PredictInputError, match="'wav' field"):
+        list_clips(bad)

@@ -126,3 +126,51 @@ def test_probe_head_is_emobox_s(tiny_wavlm, tmp_path):
     assert "loader" not in dict(probe.named_children()) and not any("upstream" in k for k in probe.state_dict())
     with pytest.raises(ValueError, match="out of range"):
         LinearProbe(["a"], str(tiny_wavlm), layer=7, cache_dir=None)
+
+
+def test_a_fit_from_a_filled_cache_decodes_no_audio(tmp_path, tiny_wavlm, count_loads, monkeypatch):
+    import emorl.data.datamodule as datamodule
+
+    decodes = []
+    real = datamodule.load_audio
+    monkeypatch.setattr(datamodule, "load_audio", lambda *a, **k: decodes.append(a[0]) or real(*a, **k))
+    corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=2)
+    config = _config(tmp_path, corpus.root, tiny_wavlm)
+    fit = ["fit", "--config", str(config), "--trainer.max_epochs", "3"]
+    main(fit)  # fills the cache: every clip decoded and run through the encoder once, training decodes none
+    assert len(decodes) == 40 and count_loads["clips"] == 40
+
+    decodes.clear()
+    main(fit)  # a filled cache: no decode, no encoder
+    assert decodes == [] and count_loads == {"loads": 1, "clips": 40}
+    main(fit + ["--data.decode_audio", "always"])  # as before: decode every clip every epoch
+    assert len(decodes) >= 3 * 32 and count_loads["clips"] == 40
+
+    # the same training either way
+    states = []
+    for version in (1, 2):
+        ckpt = next((tmp_path / "runs" / "probe" / f"version_{version}" / "checkpoints").glob("*.ckpt"))
+        states.append(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        torch.testing.assert_close(states[0][key], states[1][key], rtol=0, atol=0)
+
+
+def test_a_clip_that_fails_to_decode_is_dropped_not_fatal(tmp_path, tiny_wavlm, count_loads):
+    corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
+    bad = corpus.resolve_wav(corpus.split(1, "train")[0]["wav"])
+    bad.write_bytes(b"RIFF....not audio at all")
+    config = _config(tmp_path, corpus.root, tiny_wavlm)
+    main(["fit", "--config", str(config), "--trainer.max_epochs", "2"])
+    assert count_loads["clips"] == 19  # 20 clips, one undecodable
+    main(["fit", "--config", str(config), "--trainer.max_epochs", "2"])  # tries it once more in the fill, no crash
+    assert count_loads["clips"] == 19
+
+
+def test_a_checkpoint_tested_with_other_classes_is_a_clear_error(tmp_path, tiny_wavlm):
+    corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
+    config = _config(tmp_path, corpus.root, tiny_wavlm)
+    main(["fit", "--config", str(config), "--trainer.max_epochs", "1"])
+    ckpt = next((tmp_path / "runs" / "probe" / "version_0" / "checkpoints").glob("*.ckpt"))
+    with pytest.raises(ValueError, match="label ids would not match"):
+        main(["test", "--config", str(config), "--ckpt_path", str(ckpt), "--data.classes", "[sad, happy]"])

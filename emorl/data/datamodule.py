@@ -11,10 +11,21 @@ Label rule for a test corpus whose label set differs from the training corpus (d
 the utterance is kept with that class id, otherwise it is dropped (``unknown_test_labels: drop``,
 counted and logged per test set) or raises (``unknown_test_labels: error``). Predictions may
 still be any training class, so a MELD-trained model tested on RAVDESS can answer "surprise".
+``classes`` narrows the training label set to a subset of the corpus's classes (EmoBox's
+cross-corpus track trains on the 4 shared emotions): utterances of the other classes are dropped
+from every split, and test labels outside the subset follow the rule above.
+
+Decoding. A model that reads its inputs from elsewhere (the linear probe reading cached
+features) says so with ``needs_waveforms = False``; the DataModule reads it when it builds a
+loader, as it reads ``collate_fn``, and its datasets then yield items *without* decoding the
+audio (``wave`` is ``None``; the item's ``decode`` callable decodes it on demand, so a collator
+can still fall back to the audio for a clip it cannot serve). ``decode_audio: always`` turns this
+off.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -53,6 +64,11 @@ class EmotionDataset(Dataset):
     A clip that fails to decode is logged with its key and path and counted in
     ``failed_keys``; collation drops it, so one bad file never stops a run
     (``strict_audio=True`` raises instead).
+
+    With ``decode_audio = False`` items are not decoded: ``wave`` is ``None`` and ``decode`` is a
+    zero-argument callable that returns the decoded item (or ``None``), for collators that read
+    features from a cache and decode only what the cache lacks. Keys in ``skip_keys`` (clips that
+    a cache fill found undecodable) then yield ``None`` at once.
     """
 
     def __init__(
@@ -73,6 +89,8 @@ class EmotionDataset(Dataset):
         self.sample_rate = sample_rate
         self.strict_audio = strict_audio
         self.failed_keys: list[str] = []
+        self.decode_audio = True
+        self.skip_keys: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -82,6 +100,16 @@ class EmotionDataset(Dataset):
         return [float(row.get("length") or 0.0) for row in self.rows]
 
     def __getitem__(self, index: int) -> dict | None:
+        if self.decode_audio:
+            return self.load_item(index)
+        row = self.rows[index]
+        if row["key"] in self.skip_keys:
+            return None
+        return {"key": row["key"], "wave": None, "label": self.label_ids[index], "row": row,
+                "decode": functools.partial(self.load_item, index)}
+
+    def load_item(self, index: int) -> dict | None:
+        """The decoded item ``index`` (whatever ``decode_audio`` says), ``None`` if undecodable."""
         row = self.rows[index]
         path = self.corpus.resolve_wav(row["wav"])
         try:
@@ -104,13 +132,24 @@ class EmotionDataset(Dataset):
         return {"key": row["key"], "wave": wave, "label": self.label_ids[index], "row": row}
 
 
+def ensure_decoded(item: dict | None) -> dict | None:
+    """``item`` with its waveform: items made without decoding (``wave`` ``None``) are decoded now."""
+    if item is None or item.get("wave") is not None:
+        return item
+    decode = item.get("decode")
+    if decode is None:
+        raise RuntimeError(f"clip {item.get('key')} was not decoded and carries no way to decode it")
+    return decode()
+
+
 def collate_waves(items: Sequence[dict | None]) -> dict | None:
     """Pad waveforms into a batch; ``None`` items (undecodable clips) are dropped.
 
     Returns ``{"wave": (B, T) float, "wave_lengths": (B,) long, "label": (B,) long,
-    "key": [str], "row": [dict]}``, or ``None`` when every item was dropped.
+    "key": [str], "row": [dict]}``, or ``None`` when every item was dropped. Items made without
+    decoding are decoded here.
     """
-    items = [item for item in items if item is not None]
+    items = [item for item in map(ensure_decoded, items) if item is not None]
     if not items:
         return None
     lengths = torch.tensor([len(item["wave"]) for item in items], dtype=torch.long)
@@ -145,10 +184,18 @@ class EmoDataModule(L.LightningDataModule):
         val_group_by: ``utterance`` or ``speaker`` (whole speakers go to validation).
         unknown_test_labels: ``drop`` or ``error`` for test labels outside the training set.
         label_aliases: canonical test label -> training label, applied before that check.
+        classes: train on these classes of the corpus only, in this order (EmoBox track 2:
+            ``[angry, happy, neutral, sad]``); utterances of other classes are dropped from the
+            training, validation and own test splits (counted and logged). ``None``: all classes.
         bucket_by_length: batch clips of similar length together (less padding).
         limit_per_split: keep at most this many rows per split (quick runs, smoke tests).
         strict_audio: raise on an undecodable clip instead of logging and skipping it.
+        decode_audio: ``auto`` decodes clips only when the model needs waveforms (a model with
+            ``needs_waveforms = False``, e.g. a probe reading cached features, gets undecoded
+            items); ``always`` decodes every clip.
         seed: seeds the validation split and the shuffling.
+        predict_path: what ``emorl predict`` runs on: a folder of audio files, a JSONL manifest
+            or a list of paths (:mod:`emorl.data.folder`); ``None``: the test sets.
     """
 
     def __init__(
@@ -167,10 +214,13 @@ class EmoDataModule(L.LightningDataModule):
         val_group_by: Literal["utterance", "speaker"] = "utterance",
         unknown_test_labels: Literal["drop", "error"] = "drop",
         label_aliases: dict[str, str] | None = None,
+        classes: list[str] | None = None,
         bucket_by_length: bool = False,
         limit_per_split: int | None = None,
         strict_audio: bool = False,
+        decode_audio: Literal["auto", "always"] = "auto",
         seed: int = 0,
+        predict_path: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -178,6 +228,18 @@ class EmoDataModule(L.LightningDataModule):
         if fold not in self.corpus.folds:
             raise ManifestError(f"{data_dir}: fold {fold} does not exist; folds are {self.corpus.folds}")
         self.duration = DurationPolicy(max_seconds, duration_mode)
+        self._label_set = self.corpus.label_set
+        if classes is not None:
+            full = self.corpus.label_set
+            unknown = [c for c in classes if c not in full]
+            if unknown or not classes or len(set(classes)) != len(classes):
+                raise UnknownLabelError(
+                    f"data.classes {list(classes)} must be distinct classes of {data_dir}'s label set "
+                    f"{list(full.classes)}; not there: {unknown}"
+                )
+            self._label_set = LabelSet(
+                full.name, tuple(classes), {raw: c for raw, c in full.raw_map.items() if c in classes}
+            )
         self.test_specs: dict[str, TestSet] = {}
         if include_own_test:
             self.test_specs[self.corpus.name] = TestSet(str(data_dir), fold, "test")
@@ -190,20 +252,25 @@ class EmoDataModule(L.LightningDataModule):
     # -- what models need before setup() --------------------------------------------------------
     @property
     def label_set(self) -> LabelSet:
-        return self.corpus.label_set
+        """The training label set: the corpus's, or its ``classes`` subset."""
+        return self._label_set
 
     @property
     def class_names(self) -> list[str]:
         """The training label set, in class-id order (linked to every model's ``class_names``)."""
-        return list(self.corpus.label_set.classes)
+        return list(self.label_set.classes)
 
     # -- building datasets ------------------------------------------------------------------------
     def _label_ids(self, rows: list[dict], set_name: str, strict: bool) -> tuple[list[dict], list[int]]:
         aliases = self.hparams.label_aliases or {}
-        kept, ids, dropped = [], [], Counter()
+        kept, ids, dropped, excluded = [], [], Counter(), Counter()
+        own = set_name in ("train", "valid") or set_name == self.corpus.name
         for row in rows:
             label = aliases.get(row["label"], row["label"])
             if label not in self.label_set:
+                if own and self.hparams.classes is not None and label in self.corpus.label_set:
+                    excluded[label] += 1  # a class of the corpus left out by data.classes
+                    continue
                 if strict or self.hparams.unknown_test_labels == "error":
                     raise UnknownLabelError(
                         f"{set_name}: utterance {row['key']} has label {row['label']!r}, which is not "
@@ -214,6 +281,9 @@ class EmoDataModule(L.LightningDataModule):
                 continue
             kept.append(row)
             ids.append(self.label_set.index(label))
+        if excluded:
+            log.info("%s: %d utterances of classes outside data.classes %s left out: %s",
+                     set_name, sum(excluded.values()), self.class_names, dict(excluded))
         if dropped:
             self.dropped_counts[set_name] = dropped
             log.warning(
@@ -260,12 +330,24 @@ class EmoDataModule(L.LightningDataModule):
                 self.test_names.append(name)
 
     # -- loaders ----------------------------------------------------------------------------------
+    def _model(self):
+        return self.trainer.lightning_module if self.trainer is not None else None
+
     def _collate(self) -> Callable:
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        return getattr(model, "collate_fn", None) or collate_waves
+        return getattr(self._model(), "collate_fn", None) or collate_waves
+
+    def needs_waveforms(self) -> bool:
+        """Whether loaders decode audio: yes unless the model says it does not need waveforms."""
+        if self.hparams.decode_audio == "always":
+            return True
+        model = self._model()
+        if getattr(model, "collate_fn", None) is None:
+            return True  # collate_waves would decode every item anyway
+        return bool(getattr(model, "needs_waveforms", True))
 
     def _loader(self, dataset: EmotionDataset, train: bool) -> DataLoader:
         hp = self.hparams
+        dataset.decode_audio = self.needs_waveforms()
         batch_size = hp.batch_size if train else (hp.eval_batch_size or hp.batch_size)
         sampler = None
         if train and hp.bucket_by_length:
@@ -295,5 +377,19 @@ class EmoDataModule(L.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(self.datasets[f"test/{name}"], train=False) for name in self.test_names]
 
+    @property
+    def predict_names(self) -> list[str]:
+        """Names of the predict loaders: the ``predict_path`` (its stem), else the test sets."""
+        if self.hparams.predict_path:
+            return [Path(self.hparams.predict_path).stem or "predict"]
+        return self.test_names
+
     def predict_dataloader(self) -> list[DataLoader]:
-        return self.test_dataloader()
+        hp = self.hparams
+        if not hp.predict_path:
+            return self.test_dataloader()
+        from emorl.data.folder import AudioFolderDataset
+
+        dataset = AudioFolderDataset(hp.predict_path, hp.sample_rate, self.duration)
+        return [DataLoader(dataset, batch_size=hp.eval_batch_size or hp.batch_size, shuffle=False,
+                           num_workers=hp.num_workers, collate_fn=self._collate())]

@@ -11,6 +11,9 @@ once, in the main process (each DDP rank takes a share), and the upstream is rel
 are then read from disk by the module's ``collate_fn``, so training never runs the upstream, and
 later runs, folds and epochs reuse the features. At fit start the test sets are extracted too
 (``precompute_test_sets``), so ``emorl test`` afterwards needs no encoder in memory either.
+With a cache the module says ``needs_waveforms = False``, so the DataModule's loaders do not
+decode audio at all: items carry the manifest row and the collator reads their features (it
+decodes only a clip the cache lacks; clips that failed to decode during the fill are dropped).
 Without a cache the frozen upstream runs on every batch.
 
 Checkpoints hold the probe's weights only: the upstream is not a registered sub-module (it is
@@ -119,9 +122,21 @@ class LinearProbe(L.LightningModule):
         return self(*self._inputs(batch))
 
     # -- the feature cache ------------------------------------------------------------------------
+    @property
+    def needs_waveforms(self) -> bool:
+        """False with a feature cache: the loaders need not decode audio (read by EmoDataModule)."""
+        return self.cache is None
+
     def setup(self, stage: str) -> None:
         """Extract the features of this stage's datasets that are not cached yet (see the module doc)."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = getattr(datamodule, "class_names", None)
+        if names is not None and list(names) != list(self.hparams.class_names):
+            raise ValueError(
+                f"this probe's classes {list(self.hparams.class_names)} (from its checkpoint or config) differ "
+                f"from the DataModule's {list(names)}: label ids would not match. Test a checkpoint with the "
+                "data settings it was trained with (data_dir and data.classes)"
+            )
         if self.cache is None or datamodule is None or not hasattr(datamodule, "datasets"):
             return
         names = {"fit": ["train", "valid"], "validate": ["valid"]}.get(stage, [])
@@ -160,6 +175,13 @@ class LinearProbe(L.LightningModule):
         checkpoint["emorl_upstream"] = {"upstream": self.hparams.upstream, "identity": self.loader.identity}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        trained = (checkpoint.get("hyper_parameters") or {}).get("class_names")
+        if trained is not None and list(trained) != list(self.hparams.class_names):
+            raise ValueError(
+                f"this checkpoint's probe was trained on the classes {list(trained)}, but the DataModule's "
+                f"label set is {list(self.hparams.class_names)}: label ids would not match. Test a checkpoint "
+                "with the data settings it was trained with (data_dir and data.classes)"
+            )
         saved = (checkpoint.get("emorl_upstream") or {}).get("identity")
         if saved and saved != self.loader.identity:
             log.warning(

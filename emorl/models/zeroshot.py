@@ -94,7 +94,8 @@ class ZeroShotLALM(L.LightningModule):
             return []
         texts, preds, _ = self._answer(batch)
         names = self.hparams.class_names
-        test_sets = getattr(self.trainer.datamodule, "test_names", None) or ["predict"]
+        datamodule = self.trainer.datamodule
+        test_sets = getattr(datamodule, "predict_names", None) or getattr(datamodule, "test_names", None) or ["predict"]
         return [
             {"test_set": test_sets[dataloader_idx], "key": key,
              "emotion": names[int(p)] if int(p) >= 0 else None, "text": text}

@@ -18,7 +18,11 @@ writers (DataLoader workers, DDP ranks, two runs) never leave a half-written fil
 
 :meth:`FeatureCache.fill` extracts every missing clip of an ``EmotionDataset`` (decoding only
 those, batched by length), and returns an index from item to clip id that
-:class:`CachedFeatureCollator` uses to serve batches without ever running the upstream.
+:class:`CachedFeatureCollator` uses to serve batches without ever running the upstream. Clips
+that fail to decode during the fill are added to the dataset's ``skip_keys``, so a dataset that
+does not decode (``decode_audio = False``: the collator reads features, not audio) drops them
+without trying again. The collator serves undecoded items from the cache and decodes only a clip
+the cache lacks (through the item's ``decode``), so training from a filled cache decodes nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from emorl.upstreams.base import LayerSelection, Upstream
 
@@ -205,7 +209,9 @@ class FeatureCache:
         index = {item_key(row): cid for row, cid in zip(dataset.rows, ids) if cid is not None}
         missing = [i for i, cid in enumerate(ids) if cid is not None and not self.has(cid)]
         missing = missing[rank::world_size]
+        failed = [dataset.rows[i]["key"] for i, cid in enumerate(ids) if cid is None]  # no audio file
         if not missing:
+            _mark_failed(dataset, failed)
             return index
         model = upstream if isinstance(upstream, Upstream) else upstream()
         lengths = dataset.lengths() if hasattr(dataset, "lengths") else [0.0] * len(ids)
@@ -213,7 +219,7 @@ class FeatureCache:
         log.info("feature cache %s: extracting %d clips with %s",
                  self.directory, len(missing), getattr(model, "name", model))
         loader = DataLoader(
-            Subset(dataset, missing), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+            _Decoding(dataset, missing), batch_size=batch_size, shuffle=False, num_workers=num_workers,
             collate_fn=_decoded_items,
         )
         position = 0
@@ -222,9 +228,36 @@ class FeatureCache:
             position += batch_size
             keep = {item_key(item["row"]) for item in items}
             chunk_ids = [ids[i] for i in chunk if item_key(dataset.rows[i]) in keep]
+            failed += [dataset.rows[i]["key"] for i in chunk if item_key(dataset.rows[i]) not in keep]
             if items:
                 self.extract(model, [item["wave"] for item in items], chunk_ids, batch_size=len(items))
+        _mark_failed(dataset, failed)
         return index
+
+
+class _Decoding(Dataset):
+    """Items ``indices`` of a dataset, always decoded (whatever the dataset's ``decode_audio``)."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict | None:
+        load = getattr(self.dataset, "load_item", None)
+        return load(self.indices[i]) if load is not None else self.dataset[self.indices[i]]
+
+
+def _mark_failed(dataset: Any, keys: Sequence[str]) -> None:
+    """Tell the dataset which clips could not be decoded (it drops them when it does not decode)."""
+    if not keys:
+        return
+    skip = getattr(dataset, "skip_keys", None)
+    if skip is not None:
+        skip.update(keys)
+    log.warning("feature cache: %d clips could not be decoded and are left out: %s%s",
+                len(keys), ", ".join(keys[:5]), " ..." if len(keys) > 5 else "")
 
 
 def _decoded_items(items: Sequence[dict | None]) -> list[dict]:
@@ -253,10 +286,12 @@ class CachedFeatureCollator:
 
     ``features`` is ``(B, T, D)`` (one layer) or ``(B, L, T, D)`` (``all``), zero-padded, float32;
     ``lengths`` the valid frames. ``index`` (item -> clip id) is filled by :meth:`FeatureCache.fill`
-    before the loaders start. An item that is not cached (not indexed, or its file deleted) is
-    extracted on the spot with ``upstream`` (loaded in this process on first need) and stored, with
-    a warning: the fill at the start of a stage should have cached it. Picklable for DataLoader
-    workers.
+    before the loaders start. Items may come undecoded (``wave`` ``None``, with a ``decode``
+    callable): a cached clip is never decoded. An item that is not cached (not indexed, or its file
+    deleted) is decoded if need be and extracted on the spot with ``upstream`` (loaded in this
+    process on first need) and stored, with a warning: the fill at the start of a stage should have
+    cached it. A clip that cannot be decoded then is dropped from the batch (logged). Picklable for
+    DataLoader workers.
     """
 
     def __init__(self, cache: FeatureCache, upstream: UpstreamSource | None = None, batch_size: int = 8) -> None:
@@ -270,20 +305,40 @@ class CachedFeatureCollator:
             raise RuntimeError("some features are not cached and the collator was given no upstream to extract them")
         return self.upstream if isinstance(self.upstream, Upstream) else self.upstream()
 
-    def features(self, items: Sequence[dict]) -> list[Tensor]:
+    @staticmethod
+    def _decoded(item: dict) -> dict | None:
+        """``item`` with its waveform (decoded now if it came without), ``None`` if undecodable."""
+        if item.get("wave") is not None:
+            return item
+        decode = item.get("decode")
+        if decode is None:
+            raise RuntimeError(
+                f"clip {item['key']} is not in the feature cache and was not decoded, and the item carries "
+                "no way to decode it; run the stage again so that setup() extracts it"
+            )
+        decoded = decode()
+        if decoded is None:
+            log.warning("feature cache: clip %s is not cached and could not be decoded; left out", item["key"])
+        return decoded
+
+    def features(self, items: Sequence[dict]) -> list[Tensor | None]:
+        """Features of each item, read from the cache or extracted now; ``None`` for an undecodable clip."""
+        items = list(items)
         ids = [self.index.get(item_key(item["row"])) if "row" in item else None for item in items]
-        for cid, item in zip(ids, items):
-            if cid is None and item.get("wave") is None:
-                raise RuntimeError(f"clip {item['key']} is neither indexed in the feature cache nor decoded")
-        ids = [cid or wave_clip_id(item["key"], item["wave"]) for cid, item in zip(ids, items)]
-        feats: list[Tensor | None] = [self.cache.load(cid).float() if self.cache.has(cid) else None for cid in ids]
-        missing = [i for i, f in enumerate(feats) if f is None]
+        for i, (cid, item) in enumerate(zip(ids, items)):
+            if cid is None:  # not indexed: the id comes from the samples themselves
+                items[i] = self._decoded(item)
+                ids[i] = wave_clip_id(item["key"], items[i]["wave"]) if items[i] is not None else None
+        feats: list[Tensor | None] = [
+            self.cache.load(cid).float() if cid is not None and self.cache.has(cid) else None for cid in ids
+        ]
+        missing = []
+        for i, (cid, feat) in enumerate(zip(ids, feats)):
+            if feat is None and cid is not None:
+                items[i] = self._decoded(items[i])
+                if items[i] is not None:
+                    missing.append(i)
         if missing:
-            if any(items[i].get("wave") is None for i in missing):
-                raise RuntimeError(
-                    f"feature cache {self.cache.directory}: {len(missing)} clips of this batch are not cached "
-                    "and were not decoded; run the stage again so that setup() extracts them"
-                )
             log.warning(
                 "feature cache: %d clips of this batch were not cached; extracting them now (%s)",
                 len(missing), ", ".join(items[i]["key"] for i in missing[:3]),
@@ -299,7 +354,10 @@ class CachedFeatureCollator:
         items = [item for item in items if item is not None]
         if not items:
             return None
-        feats = self.features(items)
+        pairs = [(item, f) for item, f in zip(items, self.features(items)) if f is not None]
+        if not pairs:
+            return None
+        items, feats = [p[0] for p in pairs], [p[1] for p in pairs]
         lengths = torch.tensor([f.shape[-2] for f in feats], dtype=torch.long)
         shape = (len(feats), *feats[0].shape[:-2], max(int(lengths.max()), 1), feats[0].shape[-1])
         batch = torch.zeros(shape, dtype=torch.float32)
