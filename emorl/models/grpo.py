@@ -39,8 +39,11 @@ from emorl.models.lalm_common import (
     answer_batch,
     check_trainable_weights,
     clips_from_batch,
+    finish_test,
     keep_trainable_weights,
     log_answer_samples,
+    predict_batch,
+    test_batch,
 )
 from emorl.models.rollout import Rollout, logprobs_in_chunks, sample_rollout
 from emorl.prompts import DEFAULT_SYSTEM_PROMPT
@@ -300,17 +303,13 @@ class GRPOLALM(L.LightningModule):
         self.metrics.log_validation(self)
 
     def test_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch is None:
-            return
-        name = self.trainer.datamodule.test_names[dataloader_idx]
-        texts, preds, _ = self._answer(batch)
-        self.metrics.update("test", preds.to(self.device), batch["label"], test_name=name, keys=batch["key"], texts=texts)
+        test_batch(self, batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        for name in self.metrics.test_order:
-            log_answer_samples(self, f"test/{name}/answers", self.metrics.predictions.get(name, []),
-                               self.hparams.answers_to_log)
-        self.test_results = self.metrics.log_test(self)
+        self.test_results = finish_test(self)
+
+    def predict_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
+        return predict_batch(self, batch, dataloader_idx)
 
     # -- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -11,7 +11,10 @@ Plain functions and one small class, composed by :mod:`emorl.models.zeroshot`,
   which the metrics count as wrong for the true class and report in the parse rate);
 - :func:`target_ids`: SFT targets tokenised, ending with the end-of-turn token;
 - :func:`keep_trainable_weights`: checkpoints that hold only the trained weights (LoRA adapters,
-  a trained projector), about a thousandth of the model.
+  a trained projector), about a thousandth of the model;
+- :func:`test_batch`, :func:`finish_test`, :func:`predict_batch`: the bodies of every LALM
+  module's ``test_step``, ``on_test_epoch_end`` and ``predict_step`` (the module provides
+  ``_answer(batch)``, ``metrics`` and ``hparams.answers_to_log``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ import torch
 from emorl.labels import parse_answer
 from emorl.lalm.generation import GenerationResult, generate
 from emorl.lalm.inputs import build_prompts
-from emorl.prompts import DEFAULT_SYSTEM_PROMPT, build_messages, build_question, get_format
+from emorl.prompts import (
+    DEFAULT_SYSTEM_PROMPT,
+    build_messages,
+    build_question,
+    get_format,
+)
 
 END_OF_TURN = "<|im_end|>"
 
@@ -143,3 +151,36 @@ def log_answer_samples(module: L.LightningModule, tag: str, rows: Sequence[dict]
         text = str(row.get("text", "")).replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {row.get('key')} | {row.get('label')} | {row.get('prediction')} | {text} |")
     experiment.add_text(tag, "\n".join(lines), global_step=trainer.global_step)
+
+
+def test_batch(module: L.LightningModule, batch: dict | None, dataloader_idx: int) -> None:
+    """Answer a test batch and add it to the module's metrics (predictions keep the raw text)."""
+    if batch is None:
+        return
+    name = module.trainer.datamodule.test_names[dataloader_idx]
+    texts, preds, _ = module._answer(batch)
+    module.metrics.update("test", preds.to(module.device), batch["label"], test_name=name,
+                          keys=batch["key"], texts=texts)
+
+
+def finish_test(module: L.LightningModule) -> dict[str, dict[str, float]]:
+    """Sample answers to TensorBoard, then every test set's scores, figure and predictions file."""
+    for name in module.metrics.test_order:
+        log_answer_samples(module, f"test/{name}/answers", module.metrics.predictions.get(name, []),
+                           module.hparams.answers_to_log)
+    return module.metrics.log_test(module)
+
+
+def predict_batch(module: L.LightningModule, batch: dict | None, dataloader_idx: int) -> list[dict]:
+    """One JSON-ready row per clip: its set, key, predicted emotion (``None``: unparsable) and text."""
+    if batch is None:
+        return []
+    texts, preds, _ = module._answer(batch)
+    names = module.hparams.class_names
+    datamodule = module.trainer.datamodule
+    sets = getattr(datamodule, "predict_names", None) or getattr(datamodule, "test_names", None) or ["predict"]
+    return [
+        {"test_set": sets[dataloader_idx], "key": key, "emotion": names[int(p)] if int(p) >= 0 else None,
+         "text": text}
+        for key, p, text in zip(batch["key"], preds, texts)
+    ]

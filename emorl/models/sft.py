@@ -35,9 +35,11 @@ from emorl.models.lalm_common import (
     answer_batch,
     check_trainable_weights,
     clips_from_batch,
+    finish_test,
     keep_trainable_weights,
-    log_answer_samples,
+    predict_batch,
     target_ids,
+    test_batch,
 )
 from emorl.prompts import DEFAULT_SYSTEM_PROMPT, target_text
 
@@ -178,31 +180,13 @@ class SFTLALM(L.LightningModule):
         self.metrics.log_validation(self)
 
     def test_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch is None:
-            return
-        name = self.trainer.datamodule.test_names[dataloader_idx]
-        texts, preds, _ = self._answer(batch)
-        self.metrics.update("test", preds.to(self.device), batch["label"], test_name=name,
-                            keys=batch["key"], texts=texts)
+        test_batch(self, batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        for name in self.metrics.test_order:
-            log_answer_samples(self, f"test/{name}/answers", self.metrics.predictions.get(name, []),
-                               self.hparams.answers_to_log)
-        self.test_results = self.metrics.log_test(self)
+        self.test_results = finish_test(self)
 
     def predict_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
-        if batch is None:
-            return []
-        texts, preds, _ = self._answer(batch)
-        names = self.hparams.class_names
-        datamodule = self.trainer.datamodule
-        test_sets = getattr(datamodule, "predict_names", None) or getattr(datamodule, "test_names", None) or ["predict"]
-        return [
-            {"test_set": test_sets[dataloader_idx], "key": key,
-             "emotion": names[int(p)] if int(p) >= 0 else None, "text": text}
-            for key, p, text in zip(batch["key"], preds, texts)
-        ]
+        return predict_batch(self, batch, dataloader_idx)
 
     # -- checkpoints: trained weights only ----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

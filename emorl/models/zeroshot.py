@@ -19,7 +19,13 @@ import torch
 
 from emorl.lalm import load_backbone
 from emorl.models.evaluation import StageMetrics
-from emorl.models.lalm_common import PromptBuilder, answer_batch, log_answer_samples
+from emorl.models.lalm_common import (
+    PromptBuilder,
+    answer_batch,
+    finish_test,
+    predict_batch,
+    test_batch,
+)
 from emorl.prompts import DEFAULT_SYSTEM_PROMPT
 
 
@@ -76,31 +82,13 @@ class ZeroShotLALM(L.LightningModule):
         self.metrics.log_validation(self)
 
     def test_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch is None:
-            return
-        name = self.trainer.datamodule.test_names[dataloader_idx]
-        texts, preds, _ = self._answer(batch)
-        self.metrics.update("test", preds.to(self.device), batch["label"], test_name=name,
-                            keys=batch["key"], texts=texts)
+        test_batch(self, batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        for name in self.metrics.test_order:
-            log_answer_samples(self, f"test/{name}/answers", self.metrics.predictions.get(name, []),
-                               self.hparams.answers_to_log)
-        self.test_results = self.metrics.log_test(self)
+        self.test_results = finish_test(self)
 
     def predict_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
-        if batch is None:
-            return []
-        texts, preds, _ = self._answer(batch)
-        names = self.hparams.class_names
-        datamodule = self.trainer.datamodule
-        test_sets = getattr(datamodule, "predict_names", None) or getattr(datamodule, "test_names", None) or ["predict"]
-        return [
-            {"test_set": test_sets[dataloader_idx], "key": key,
-             "emotion": names[int(p)] if int(p) >= 0 else None, "text": text}
-            for key, p, text in zip(batch["key"], preds, texts)
-        ]
+        return predict_batch(self, batch, dataloader_idx)
 
     def configure_optimizers(self) -> None:
         raise RuntimeError("ZeroShotLALM is not trained: use `emorl test` / `validate` / `predict`")
