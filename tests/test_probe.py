@@ -174,3 +174,16 @@ def test_a_checkpoint_tested_with_other_classes_is_a_clear_error(tmp_path, tiny_
     ckpt = next((tmp_path / "runs" / "probe" / "version_0" / "checkpoints").glob("*.ckpt"))
     with pytest.raises(ValueError, match="label ids would not match"):
         main(["test", "--config", str(config), "--ckpt_path", str(ckpt), "--data.classes", "[sad, happy]"])
+
+
+@pytest.mark.parametrize("card", [c.name for c in zoo.list_cards(kind="upstream")])
+def test_every_zoo_architecture_fits_and_tests_through_the_cli(card, tmp_path):
+    """Each zoo model's tiny stand-in goes through `emorl fit` and `emorl test --ckpt_path`."""
+    corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
+    model = zoo.build_tiny(card, tmp_path / card)
+    config = _config(tmp_path, corpus.root, model, name=card)
+    main(["fit", "--config", str(config), "--trainer.max_epochs", "1"])
+    ckpt = next((tmp_path / "runs" / card / "version_0" / "checkpoints").glob("*.ckpt"))
+    main(["test", "--config", str(config), "--ckpt_path", str(ckpt)])
+    rows = (tmp_path / "runs" / card / "version_1" / "predictions" / "tiny.jsonl").read_text().splitlines()
+    assert len(rows) == 4
