@@ -176,6 +176,20 @@ def completion_logprobs(
     reused. Positions where ``completion_mask`` is 0 get log-prob 0. Runs under the caller's grad
     mode (policy: with grad; reference: ``torch.no_grad()`` inside ``backbone.adapter_disabled()``).
     """
+    return completion_scores(backbone, prompt, completion_ids, completion_mask, prompt_index, temperature)[0]
+
+
+def completion_scores(
+    backbone,
+    prompt: PromptEmbeds,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor | None = None,
+    prompt_index: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`completion_logprobs` plus, with ``with_entropy``, each position's next-token
+    entropy ``(N, T)`` (no grad; 0 where the mask is 0) from the same forward pass."""
     if prompt_index is not None:
         prompt = prompt.select(prompt_index.to(prompt.inputs_embeds.device))
     device = prompt.inputs_embeds.device
@@ -193,5 +207,11 @@ def completion_logprobs(
     logits = hf_model.lm_head(hidden[:, length - 1 : -1]).float()
     if temperature != 1.0:
         logits = logits / temperature
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
-    return logp * completion_mask.to(logp.dtype)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    keep = completion_mask.to(log_probs.dtype)
+    logp = log_probs.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) * keep
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = -(log_probs.exp() * log_probs).sum(-1) * keep
+    return logp, entropy

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from emorl.lalm.generation import generate
-from emorl.lalm.inputs import PromptEmbeds, build_prompts, embed_prompts, position_ids
+from emorl.lalm.generation import completion_scores, generate
+from emorl.lalm.inputs import PromptEmbeds, build_prompts, embed_prompts
 from emorl.rl.advantages import group_advantages
 from emorl.rl.rewards import RewardContext, RewardSet, predicted_label
 
@@ -121,24 +121,7 @@ def logprobs_in_chunks(
 
     Reuses the rollout's prompt embeddings: no audio-tower call.
     """
-    prompt = rollout.prompt.select(rollout.prompt_index[rows].to(rollout.prompt.inputs_embeds.device))
-    device = prompt.inputs_embeds.device
-    ids = rollout.completion_ids[rows].to(device)
-    mask = rollout.completion_mask[rows].to(device=device, dtype=prompt.attention_mask.dtype)
-    attend = torch.cat([prompt.attention_mask, torch.ones_like(mask)], dim=1)
-    embeds = torch.cat([prompt.inputs_embeds, backbone.input_embeddings()(ids)], dim=1)
-    hf_model = backbone.hf_model
-    hidden = hf_model.model(
-        inputs_embeds=embeds, attention_mask=attend, position_ids=position_ids(attend), use_cache=False
-    ).last_hidden_state
-    length = prompt.inputs_embeds.shape[1]
-    logits = hf_model.lm_head(hidden[:, length - 1 : -1]).float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    logsm = torch.log_softmax(logits, dim=-1)
-    logps = logsm.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = -(logsm.exp() * logsm).sum(-1)
-    return logps, entropy
+    return completion_scores(
+        backbone, rollout.prompt, rollout.completion_ids[rows], rollout.completion_mask[rows],
+        prompt_index=rollout.prompt_index[rows], temperature=temperature, with_entropy=with_entropy,
+    )

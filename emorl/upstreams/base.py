@@ -21,7 +21,9 @@ Layer selection (:func:`select_layer`), used by the cache and the probe:
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Sequence, Union
 
 import torch
@@ -29,6 +31,34 @@ from torch import Tensor, nn
 
 #: ``"last"``, ``"all"`` or a hidden-state index.
 LayerSelection = Union[Literal["last", "all"], int]
+#: How a batch runs through an encoder: ``padded`` (one forward), ``per_clip`` (each clip alone),
+#: ``auto`` (the backend decides; padded only where padding provably changes nothing).
+Batching = Literal["auto", "padded", "per_clip"]
+#: Compute dtypes an upstream may run in (features are always returned as float32).
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: Bytes read from each end of a weight file for an identity hash.
+SAMPLE_BYTES = 64 * 1024
+
+
+def check_options(dtype: str, batching: str) -> None:
+    """A clear error for a compute dtype or a batching mode that no backend knows."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+    if batching not in ("auto", "padded", "per_clip"):
+        raise ValueError(f"batching must be auto, padded or per_clip, not {batching!r}")
+
+
+def digest_file(digest, file: Path, label: str | None = None) -> None:
+    """Feed a weight file's ``label`` (default: its name), size, mtime and first / last 64 KiB
+    (the whole file when small) into ``digest``: changes when the file is replaced or re-saved,
+    without reading gigabytes."""
+    stat = file.stat()
+    digest.update(f"{label or file.name}|{stat.st_size}|{stat.st_mtime_ns}|".encode())
+    with file.open("rb") as handle:
+        digest.update(handle.read(SAMPLE_BYTES))
+        if stat.st_size > 2 * SAMPLE_BYTES:
+            handle.seek(-SAMPLE_BYTES, os.SEEK_END)
+            digest.update(handle.read(SAMPLE_BYTES))
 
 
 @dataclass
@@ -82,6 +112,27 @@ class Upstream(nn.Module):
     def train(self, mode: bool = True) -> "Upstream":
         """Upstreams stay in eval mode (dropout / layer drop off) even under ``model.train()``."""
         return super().train(False)
+
+    def _run(self, clips: Sequence) -> tuple[list[Tensor], object]:  # pragma: no cover
+        """One forward over ``clips`` padded together: hidden states ``(B, T', D)`` and anything else."""
+        raise NotImplementedError
+
+    def run_clips(self, clips: Sequence, lengths: Tensor) -> UpstreamOutput:
+        """Hidden states of ``clips`` (valid frames ``lengths``): one padded forward under
+        ``batching="padded"`` (or for a single clip), else one forward per clip, zero-padded after."""
+        max_frames = max(int(lengths.max()), 1)
+        if self.batching == "padded" or len(clips) == 1:
+            hidden = [h[:, :max_frames].float() for h in self._run(clips)[0]]
+        else:
+            per_clip = [self._run([clip])[0] for clip in clips]
+            hidden = []
+            for layer in range(self.num_layers + 1):
+                batch = per_clip[0][layer].new_zeros(len(clips), max_frames, self.hidden_dim, dtype=torch.float32)
+                for i, states in enumerate(per_clip):
+                    n = min(int(lengths[i]), states[layer].shape[1])
+                    batch[i, :n] = states[layer][0, :n].float()
+                hidden.append(batch)
+        return UpstreamOutput(hidden_states=hidden, lengths=lengths.to(hidden[0].device))
 
     def extract(self, wave: Tensor, wave_lengths: Tensor, layer: LayerSelection = "last") -> tuple[Tensor, Tensor]:
         """The selected layer(s) and the valid frame counts (see the module docstring)."""

@@ -41,12 +41,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from emorl.upstreams.base import LayerSelection, Upstream
+from emorl.upstreams.base import DTYPES, LayerSelection, Upstream
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 #: An upstream, or a zero-argument callable that loads one (only called when something is missing).
 UpstreamSource = Union[Upstream, Callable[[], Upstream]]

@@ -32,24 +32,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pickle
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
-from emorl.upstreams.base import Upstream, UpstreamOutput
+from emorl.upstreams.base import DTYPES, Batching, Upstream, UpstreamOutput, check_options, digest_file
 from emorl.upstreams.data2vec2_model import (
     Data2Vec2Config,
     Data2Vec2Encoder,
     convert_state_dict,
     export_state_dict,
 )
-from emorl.upstreams.hf import DTYPES, SAMPLE_BYTES, UpstreamLoadError
+from emorl.upstreams.hf import UpstreamLoadError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,6 @@ FUNASR_MODELS = ("Emotion2vec",)
 #: fairseq ``cfg.model._name`` of data2vec 2.0.
 FAIRSEQ_MODELS = ("data2vec_multi",)
 
-Batching = Literal["auto", "padded", "per_clip"]
 
 
 class Data2Vec2LoadError(UpstreamLoadError):
@@ -203,13 +201,7 @@ def data2vec2_identity(path: str | Path, dtype: str = "float32") -> str:
     config = path / CONFIG_FILE
     if config.is_file():
         digest.update(yaml.safe_dump(_read_yaml(config), sort_keys=True).encode())
-    stat = file.stat()
-    digest.update(f"{file.name}|{stat.st_size}|{stat.st_mtime_ns}|".encode())
-    with file.open("rb") as handle:
-        digest.update(handle.read(SAMPLE_BYTES))
-        if stat.st_size > 2 * SAMPLE_BYTES:
-            handle.seek(-SAMPLE_BYTES, os.SEEK_END)
-            digest.update(handle.read(SAMPLE_BYTES))
+    digest_file(digest, file)
     return f"data2vec2-{digest.hexdigest()[:16]}"
 
 
@@ -251,10 +243,7 @@ class Data2Vec2Upstream(Upstream):
     def __init__(self, path: str | Path, name: str | None = None, dtype: str = "float32",
                  batching: Batching = "auto") -> None:
         super().__init__()
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
-        if batching not in ("auto", "padded", "per_clip"):
-            raise ValueError(f"batching must be auto, padded or per_clip, not {batching!r}")
+        check_options(dtype, batching)
         self.path = Path(path)
         self.name = name or self.path.name
         self.dtype_name = dtype
@@ -306,20 +295,7 @@ class Data2Vec2Upstream(Upstream):
         rows = wave.detach().cpu()
         clips = [self.prepare(row[: int(n)]) for row, n in zip(rows, wave_lengths.tolist())]
         lengths = self.model.output_lengths(torch.tensor([len(c) for c in clips]))
-        max_frames = max(int(lengths.max()), 1)
-        if self.batching == "padded" or len(clips) == 1:
-            hidden, _ = self._run(clips)
-            hidden = [h[:, :max_frames].float() for h in hidden]
-        else:
-            per_clip = [self._run([clip])[0] for clip in clips]
-            hidden = []
-            for layer in range(self.num_layers + 1):
-                batch = per_clip[0][layer].new_zeros(len(clips), max_frames, self.hidden_dim, dtype=torch.float32)
-                for i, states in enumerate(per_clip):
-                    n = min(int(lengths[i]), states[layer].shape[1])
-                    batch[i, :n] = states[layer][0, :n].float()
-                hidden.append(batch)
-        return UpstreamOutput(hidden_states=hidden, lengths=lengths.to(hidden[0].device))
+        return self.run_clips(clips, lengths)
 
 
 # -- the backend protocol (see emorl.upstreams.BACKENDS) ------------------------------------------

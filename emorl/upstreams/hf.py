@@ -44,16 +44,15 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from emorl.upstreams.base import Upstream, UpstreamOutput
+from emorl.upstreams.base import DTYPES, Batching, Upstream, UpstreamOutput, check_options, digest_file
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +69,9 @@ MODEL_CLASSES = {
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 JSON_FILES = ("config.json", "preprocessor_config.json")
-SAMPLE_BYTES = 64 * 1024
 #: Whisper: 16 kHz samples per encoder frame (hop 160, then a stride-2 convolution).
 WHISPER_SAMPLES_PER_FRAME = 320
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-Batching = Literal["auto", "padded", "per_clip"]
 
 
 class UpstreamLoadError(RuntimeError):
@@ -136,13 +132,7 @@ def hf_identity(path: str | Path, dtype: str = "float32") -> str:
             digest.update(name.encode())
             digest.update(json.dumps(json.loads(file.read_text(encoding="utf-8")), sort_keys=True).encode())
     for file in files:
-        stat = file.stat()
-        digest.update(f"{file.name}|{stat.st_size}|{stat.st_mtime_ns}|".encode())
-        with file.open("rb") as handle:  # plus the first and last 64 KiB (whole small files)
-            digest.update(handle.read(SAMPLE_BYTES))
-            if stat.st_size > 2 * SAMPLE_BYTES:
-                handle.seek(-SAMPLE_BYTES, os.SEEK_END)
-                digest.update(handle.read(SAMPLE_BYTES))
+        digest_file(digest, file)
     return f"hf-{model_type}-{digest.hexdigest()[:16]}"
 
 
@@ -228,10 +218,7 @@ class HFUpstream(Upstream):
         batching: Batching = "auto",
     ) -> None:
         super().__init__()
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
-        if batching not in ("auto", "padded", "per_clip"):
-            raise ValueError(f"batching must be auto, padded or per_clip, not {batching!r}")
+        check_options(dtype, batching)
         self.path = Path(path)
         self.config_dict = read_config(self.path)
         self.model_type = model_type_of(self.path)
@@ -322,20 +309,7 @@ class HFUpstream(Upstream):
         wave_lengths = wave_lengths.to(torch.long).cpu()
         clips = self._clips(wave, wave_lengths)
         lengths = self.output_lengths(torch.tensor([len(c) for c in clips], dtype=torch.long))
-        max_frames = max(int(lengths.max()), 1)
-        if self.batching == "padded" or len(clips) == 1:
-            hidden, _ = self._run(clips)
-            hidden = [h[:, :max_frames].float() for h in hidden]
-        else:
-            per_clip = [self._run([clip])[0] for clip in clips]
-            hidden = []
-            for layer in range(self.num_layers + 1):
-                batch = per_clip[0][layer].new_zeros(len(clips), max_frames, self.hidden_dim, dtype=torch.float32)
-                for i, states in enumerate(per_clip):
-                    n = min(int(lengths[i]), states[layer].shape[1])
-                    batch[i, :n] = states[layer][0, :n].float()
-                hidden.append(batch)
-        return UpstreamOutput(hidden_states=hidden, lengths=lengths.to(hidden[0].device))
+        return self.run_clips(clips, lengths)
 
 
 # -- the backend protocol (see emorl.upstreams.BACKENDS) ------------------------------------------

@@ -47,12 +47,20 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 
 import torch
 from torch import Tensor
 
-from emorl.upstreams.base import Upstream, UpstreamOutput, state_dict_digest
+from emorl.upstreams.base import (
+    DTYPES,
+    Batching,
+    Upstream,
+    UpstreamOutput,
+    check_options,
+    digest_file,
+    state_dict_digest,
+)
 from emorl.upstreams.hf import UpstreamLoadError
 
 log = logging.getLogger(__name__)
@@ -65,15 +73,12 @@ CKPT_SUFFIXES = ("_local", "_url", "_custom", "_gdriveid")
 #: s3prl's shortest input (``MIN_SECOND`` x 16 kHz); shorter clips are zero-padded to it.
 MIN_SAMPLES = 800
 SAMPLE_RATE = 16_000
-SAMPLE_BYTES = 64 * 1024
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 INSTALL_HINT = (
     "install the s3prl extra into an environment with torch / torchaudio <= 2.8 "
     "(`make install-extras` builds .venv-extras; or pip install torch==2.8.0 torchaudio==2.8.0 "
     "'emorl[s3prl]')"
 )
 
-Batching = Literal["auto", "padded", "per_clip"]
 
 
 class S3PRLError(UpstreamLoadError):
@@ -291,8 +296,7 @@ def _checkpoint_files(path: Path) -> list[Path]:
 def s3prl_identity(source: str | S3PRLSpec, dtype: str = "float32") -> str:
     """The cache identity of an s3prl specification (see the module docstring)."""
     spec = parse_spec(source)
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+    check_options(dtype, "auto")
     digest = hashlib.sha1()
     digest.update(f"v{FEATURE_VERSION}|s3prl {s3prl_version()}|{dtype}|{spec.name}|".encode())
     if spec.path is not None and not spec.is_url:
@@ -300,14 +304,7 @@ def s3prl_identity(source: str | S3PRLSpec, dtype: str = "float32") -> str:
         if not path.exists():
             raise S3PRLError(f"s3prl checkpoint {path} not found (upstream {spec.text!r})")
         for file in _checkpoint_files(path):
-            stat = file.stat()
-            digest.update(f"{file.relative_to(path) if file != path else file.name}|{stat.st_size}|"
-                          f"{stat.st_mtime_ns}|".encode())
-            with file.open("rb") as handle:  # plus the first and last 64 KiB (whole small files)
-                digest.update(handle.read(SAMPLE_BYTES))
-                if stat.st_size > 2 * SAMPLE_BYTES:
-                    handle.seek(-SAMPLE_BYTES, os.SEEK_END)
-                    digest.update(handle.read(SAMPLE_BYTES))
+            digest_file(digest, file, str(file.relative_to(path)) if file != path else None)
     else:  # s3prl fetches the weights: hash them (the model is loaded, once per process)
         digest.update(f"{spec.path or ''}|{_facts(spec, digest=True)['digest']}".encode())
     return f"s3prl-{spec.name}-{digest.hexdigest()[:16]}"
@@ -334,10 +331,7 @@ class S3PRLBackendUpstream(Upstream):
     def __init__(self, source: str | S3PRLSpec, name: str | None = None, dtype: str = "float32",
                  batching: Batching = "auto") -> None:
         super().__init__()
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
-        if batching not in ("auto", "padded", "per_clip"):
-            raise ValueError(f"batching must be auto, padded or per_clip, not {batching!r}")
+        check_options(dtype, batching)
         self.spec = parse_spec(source)
         self.name = name or self.spec.text
         self.dtype_name = dtype
