@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +66,8 @@ def list_clips(path: str | Path) -> list[dict]:
         raise PredictInputError(f"predict_path {path}: give a folder, a .jsonl manifest or a .txt list of paths")
     if not rows:
         raise PredictInputError(f"predict_path {path} holds no audio file ({', '.join(AUDIO_SUFFIXES)})")
-    keys = [row["key"] for row in rows]
-    if len(set(keys)) != len(keys):
-        seen: set[str] = set()
-        dupes = sorted({k for k in keys if k in seen or seen.add(k)})
+    dupes = sorted(key for key, count in Counter(row["key"] for row in rows).items() if count > 1)
+    if dupes:
         raise PredictInputError(f"predict_path {path}: repeated keys {dupes[:5]}")
     return rows
 

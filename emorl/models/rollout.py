@@ -79,14 +79,12 @@ def sample_rollout(
     generated = time.perf_counter()
     answer_labels = [labels[int(i)] for i in result.prompt_index]
     total, components = rewards(result.texts, answer_labels, context)
-    if scale_rewards == "batch" and gather_rewards is not None:
+    gathered = scale_rewards == "batch" and gather_rewards is not None
+    advantages, zero_std = group_advantages(total, num_generations, "none" if gathered else scale_rewards)
+    if gathered:  # the batch std over every rank's rewards; this rank's rows of the result
         everything = gather_rewards(total)
-        advantages_all, _ = group_advantages(everything, num_generations, "batch")
-        rank_offset = _rank_offset(everything, total)
-        advantages = advantages_all[rank_offset : rank_offset + len(total)]
-        _, zero_std = group_advantages(total, num_generations, "none")
-    else:
-        advantages, zero_std = group_advantages(total, num_generations, scale_rewards)
+        start = _rank() * len(total)  # every rank samples the same number of answers
+        advantages = group_advantages(everything, num_generations, "batch")[0][start : start + len(total)]
     mask = result.completion_mask.clone()
     if mask_truncated:
         mask[result.truncated] = 0
@@ -102,12 +100,10 @@ def sample_rollout(
     )
 
 
-def _rank_offset(everything: torch.Tensor, local: torch.Tensor) -> int:
+def _rank() -> int:
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() * len(local)  # equal shards: every rank samples the same count
-    return 0
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def logprobs_in_chunks(
