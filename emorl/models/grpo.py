@@ -20,7 +20,7 @@ Each training step (manual optimisation):
 Logged (TensorBoard, ``train/...``, averaged over ranks): every reward component's mean and std,
 the total reward, the share of zero-std groups, format rate, accuracy, alpha, KL, clip fraction,
 entropy, answer length (mean, max), truncation rate, seconds spent generating, scoring and
-updating, and a few sampled answers as text. Checkpoints hold the trained weights only.
+updating (policy pass and optimiser apart), and a few sampled answers as text. Checkpoints hold the trained weights only.
 """
 
 from __future__ import annotations
@@ -136,6 +136,7 @@ class GRPOLALM(L.LightningModule):
         self.metrics = StageMetrics(class_names)
         self.strict_loading = False
         self.buffer: list[Rollout] = []
+        self.last_update_seconds: dict[str, float] = {}
         self.alpha = float(alpha_start)
         self.test_results: dict[str, dict[str, float]] = {}
         if init_checkpoint:
@@ -164,7 +165,7 @@ class GRPOLALM(L.LightningModule):
             self._context(), hp.num_generations, hp.max_new_tokens, hp.temperature, hp.top_p, hp.scale_rewards,
             hp.mask_truncated, gather_rewards=self._gather if self.trainer.world_size > 1 else None,
         )
-        start = time.perf_counter()
+        start = self._synchronized_clock()
         rows = torch.arange(len(rollout))
         with torch.no_grad():
             if hp.num_iterations > 1:
@@ -172,7 +173,7 @@ class GRPOLALM(L.LightningModule):
             if hp.beta > 0:
                 with self._reference():
                     rollout.ref_logps = self._chunked(rollout, rows)
-        rollout.timings["reference"] = time.perf_counter() - start
+        rollout.timings["reference"] = self._synchronized_clock() - start
         return rollout
 
     @contextlib.contextmanager
@@ -216,7 +217,9 @@ class GRPOLALM(L.LightningModule):
         global_active = float(self._gather(torch.tensor([active])).sum()) if self.trainer.world_size > 1 else active
         stats: dict[str, list[float]] = {"loss": [], "kl": [], "clip_fraction": [], "entropy": []}
         total_rows = sum(len(r) for r in rollouts)
+        seconds = {"policy": 0.0, "optimizer": 0.0}
         for _ in range(hp.num_iterations):
+            policy_start = self._synchronized_clock()
             chunks = [(r, rows) for r in rollouts for rows in torch.arange(len(r)).split(hp.logprob_micro_batch)]
             for index, (rollout, rows) in enumerate(chunks):
                 last = index == len(chunks) - 1
@@ -227,15 +230,27 @@ class GRPOLALM(L.LightningModule):
                 for key in stats:
                     if key in step_stats:
                         stats[key].append(float(step_stats[key]))
+            optimizer_start = self._synchronized_clock()
+            seconds["policy"] += optimizer_start - policy_start
             if hp.gradient_clip_val:
                 self.clip_gradients(optimizer, gradient_clip_val=hp.gradient_clip_val, gradient_clip_algorithm="norm")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
                 scheduler.step()
+            seconds["optimizer"] += self._synchronized_clock() - optimizer_start
         values = {f"train/{k}": sum(v) / len(v) for k, v in stats.items() if v}
         values["train/time_update"] = time.perf_counter() - start
+        values["train/time_policy"] = seconds["policy"]
+        values["train/time_optimizer"] = seconds["optimizer"]
+        self.last_update_seconds = seconds
         self.log_dict(values, sync_dist=True, batch_size=1)
+
+    def _synchronized_clock(self) -> float:
+        # CUDA kernels run asynchronously: wait for them so each phase is charged its own time
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def _no_backward_sync(self):
         block = getattr(self.trainer.strategy, "block_backward_sync", None)
