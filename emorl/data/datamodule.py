@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from emorl.audio import TARGET_SAMPLE_RATE, AudioError, DurationPolicy, load_audio
 from emorl.data.manifest import ManifestError, PreparedCorpus, load_prepared_corpus
-from emorl.data.sampling import LengthBucketSampler, split_train_valid
+from emorl.data.sampling import EpochShuffleSampler, LengthBucketSampler, ResumableDataLoader, split_train_valid
 from emorl.labels import LabelSet, UnknownLabelError
 
 log = logging.getLogger(__name__)
@@ -349,24 +349,27 @@ class EmoDataModule(L.LightningDataModule):
         hp = self.hparams
         dataset.decode_audio = self.needs_waveforms()
         batch_size = hp.batch_size if train else (hp.eval_batch_size or hp.batch_size)
+        common = dict(batch_size=batch_size, num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
+                      collate_fn=self._collate())
+        if train:
+            sampler = (LengthBucketSampler(dataset.lengths(), batch_size, shuffle=True, seed=hp.seed)
+                       if hp.bucket_by_length else EpochShuffleSampler(dataset, seed=hp.seed))
+            # a generator of its own: worker seeds never draw on the global RNG, so a resumed run
+            # continues the interrupted run's random stream exactly
+            loader = ResumableDataLoader(dataset, sampler=sampler, generator=torch.Generator().manual_seed(hp.seed),
+                                         **common)
+            loader.progress = self._train_progress
+            return loader
         sampler = None
-        if train and hp.bucket_by_length:
-            sampler = LengthBucketSampler(dataset.lengths(), batch_size, shuffle=True, seed=hp.seed)
-        elif not train and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             # Lightning's default DistributedSampler pads ranks with repeated clips, which would
             # count them twice in UA / WA / F1: shard evaluation sets without padding instead.
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
-        generator = torch.Generator().manual_seed(hp.seed)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            generator=generator if train and sampler is None else None,
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-            collate_fn=self._collate(),
-        )
+        return DataLoader(dataset, shuffle=False, sampler=sampler, **common)
+
+    def _train_progress(self) -> tuple[int, int]:
+        loop = self.trainer.fit_loop
+        return loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["train"], train=True)

@@ -1,12 +1,13 @@
-"""Seeded validation splits and length-bucketed sampling."""
+"""Seeded validation splits, length-bucketed sampling and mid-epoch resumable training loaders."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
-from torch.utils.data import Sampler
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 
 def split_train_valid(
@@ -78,6 +79,7 @@ class LengthBucketSampler(Sampler[int]):
         self.seed = seed
         self.pool_batches = pool_batches
         self.epoch = 0
+        self.skip = 0  #: indices to drop at the start of the next epoch (a mid-epoch resume)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -98,8 +100,61 @@ class LengthBucketSampler(Sampler[int]):
             batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        for batch in batches:
-            yield from batch.tolist()
+        order = [i for batch in batches for i in batch.tolist()]
+        skip, self.skip = self.skip, 0
+        yield from order[skip:]
+
+
+class EpochShuffleSampler(DistributedSampler):
+    """A shuffle seeded by ``(seed, epoch)``, dealt out to the DDP ranks, that can resume mid-epoch.
+
+    Outside DDP it is one replica; under DDP every rank takes its share of the same permutation
+    (as :class:`~torch.utils.data.DistributedSampler`, which Lightning then leaves in place).
+    ``skip`` drops that many of this rank's indices at the start of the next epoch: a run resumed
+    from a mid-epoch checkpoint sees exactly the batches the interrupted run had not yet seen.
+    """
+
+    def __init__(self, dataset, seed: int = 0) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        super().__init__(
+            dataset, num_replicas=dist.get_world_size() if distributed else 1,
+            rank=dist.get_rank() if distributed else 0, shuffle=True, seed=seed,
+        )
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(order[skip:])
+
+
+class ResumableDataLoader(DataLoader):
+    """A training DataLoader whose position Lightning saves in checkpoints (its ``_Stateful`` hook).
+
+    ``progress`` returns ``(epoch, batches done in that epoch)``; the DataModule reads it from the
+    trainer's own loop counters, which count the batches trained on (the loader itself has already
+    fetched one more: Lightning prefetches). On load, the sampler (:class:`EpochShuffleSampler` or
+    :class:`LengthBucketSampler`) is set to that epoch and skips the batches already done, without
+    decoding them. A sampler without ``skip`` (Lightning's DDP wrapper around a bucket sampler)
+    restarts the epoch instead.
+    """
+
+    progress: Callable[[], tuple[int, int]] | None = None
+
+    def state_dict(self) -> dict:
+        if self.progress is None or not hasattr(self.sampler, "skip"):
+            return {}
+        epoch, batches = self.progress()
+        return {"epoch": int(epoch), "batches": int(batches)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state or not hasattr(self.sampler, "skip"):
+            return
+        epoch, batches = state["epoch"], state["batches"]
+        if batches >= len(self):  # saved at the end of an epoch: the next one starts afresh
+            epoch, batches = epoch + 1, 0
+        self.sampler.set_epoch(epoch)
+        self.sampler.skip = batches * int(self.batch_size or 1)
 
 
 def padding_ratio(lengths: Sequence[float], batch_size: int, order: Sequence[int]) -> float:

@@ -20,13 +20,18 @@ Each training step (manual optimisation):
 Logged (TensorBoard, ``train/...``, averaged over ranks): every reward component's mean and std,
 the total reward, the share of zero-std groups, format rate, accuracy, alpha, KL, clip fraction,
 entropy, answer length (mean, max), truncation rate, seconds spent generating, scoring and
-updating (policy pass and optimiser apart), and a few sampled answers as text. Checkpoints hold the trained weights only.
+updating (policy pass and optimiser apart), and a few sampled answers as text.
+
+Checkpoints hold the trained weights only, with alpha and every rank's RNG states; Lightning adds
+the optimiser, scheduler, step and (through the DataModule's resumable loader) the position in the
+epoch, so a resumed run continues the interrupted one exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import time
 
 import lightning as L
@@ -50,6 +55,9 @@ from emorl.prompts import DEFAULT_SYSTEM_PROMPT
 from emorl.rl.loss import grpo_loss
 from emorl.rl.rewards import RewardContext, RewardSet
 from emorl.rl.schedule import alpha_at
+from emorl.rng import capture_all_ranks, restore_this_rank
+
+log = logging.getLogger(__name__)
 
 DEFAULT_REWARDS = [{"name": "format_esr", "weight": 1.0}, {"name": "eswr", "weight": 1.0}]
 
@@ -137,6 +145,8 @@ class GRPOLALM(L.LightningModule):
         self.strict_loading = False
         self.buffer: list[Rollout] = []
         self.last_update_seconds: dict[str, float] = {}
+        self._pending_rng: list[dict] | None = None
+        self.last_rollout: Rollout | None = None
         self.alpha = float(alpha_start)
         self.test_results: dict[str, dict[str, float]] = {}
         if init_checkpoint:
@@ -202,6 +212,7 @@ class GRPOLALM(L.LightningModule):
         self.alpha = alpha_at(self.global_step, max(self.trainer.max_steps, 1), self.hparams.alpha_schedule,
                               self.hparams.alpha_start, self.hparams.alpha_end)
         rollout = self._rollout(batch)
+        self.last_rollout = rollout
         self.buffer.append(rollout)
         self._log_rollout(rollout, batch_idx)
         if len(self.buffer) >= self.hparams.accumulate_grad_batches:
@@ -329,8 +340,20 @@ class GRPOLALM(L.LightningModule):
     # -- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep_trainable_weights(self, checkpoint)
-        checkpoint["emorl_grpo"] = {"alpha": self.alpha}
+        if self.buffer:  # only after an optimiser step is the state complete
+            log.warning("checkpoint taken with %d rollout(s) waiting for the optimiser step: a resume "
+                        "starts after their batches without them", len(self.buffer))
+        checkpoint["emorl_grpo"] = {"alpha": self.alpha, "rng": capture_all_ranks()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_trainable_weights(self, checkpoint)
-        self.alpha = float(checkpoint.get("emorl_grpo", {}).get("alpha", self.alpha))
+        state = checkpoint.get("emorl_grpo", {})
+        self.alpha = float(state.get("alpha", self.alpha))
+        self._pending_rng = state.get("rng")
+
+    def on_train_start(self) -> None:
+        # the RNGs go back as late as possible, so nothing between loading and the first step draws on them
+        pending, self._pending_rng = self._pending_rng, None
+        if pending is not None and not restore_this_rank(pending):
+            log.warning("the checkpoint's RNG states are for %d rank(s), this run has %d: not restored",
+                        len(pending), self.trainer.world_size)
