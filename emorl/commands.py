@@ -70,8 +70,9 @@ def _run_zoo(args: argparse.Namespace) -> int:
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="the main job on the embedded demo corpus, end to end")
     demo.add_argument("--data-root", type=Path, default=Path("data/demo"), help="where the demo corpus goes")
-    demo.add_argument("--config", default=DEMO_CONFIG, help="training config to run")
-    demo.add_argument("--max-epochs", type=int, help="override the config's trainer.max_epochs")
+    demo.add_argument("--config", help="run this one config instead of EMO-RL (e.g. " + DEMO_CONFIG + ")")
+    demo.add_argument("--max-epochs", type=int, help="override trainer.max_epochs (of --config, or of the SFT warm start)")
+    demo.add_argument("--grpo-steps", type=int, help="override the GRPO stage's trainer.max_steps")
 
 
 def _run_data(args: argparse.Namespace) -> int:
@@ -109,7 +110,8 @@ def _run_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_config(config: str) -> Path:
+def resolve_config(config: str) -> Path:
+    """A config path as given, else relative to the repository / installed package."""
     for candidate in (Path(config), REPO_ROOT / config):
         if candidate.is_file():
             return candidate
@@ -133,7 +135,7 @@ def run_demo(data_root: Path, config: str = DEMO_CONFIG, max_epochs: int | None 
     if not (prepared / "corpus.json").is_file():
         print(f"[demo] preparing it into {prepared} ...", flush=True)
         PREPARERS["ravdess"](raw, prepared)
-    args = ["--config", str(_resolve_config(config)), "--data.data_dir", str(prepared)]
+    args = ["--config", str(resolve_config(config)), "--data.data_dir", str(prepared)]
     if max_epochs is not None:
         args += ["--trainer.max_epochs", str(max_epochs)]
     cli = EmorlCLI(args=args, run=False)
@@ -158,7 +160,12 @@ def run_command(argv: Sequence[str]) -> int:
             return _run_data(args)
         if args.command == "zoo":
             return _run_zoo(args)
-        run_demo(args.data_root, args.config, args.max_epochs)
+        if args.config:
+            run_demo(args.data_root, args.config, args.max_epochs)
+        else:
+            from emorl.demo import run_emorl_demo
+
+            run_emorl_demo(args.data_root, args.max_epochs, args.grpo_steps)
         return 0
     except (OSError, ValueError, RuntimeError, LookupError) as err:  # ours name the file and the fix
         print(f"emorl {args.command}: error: {err}", file=sys.stderr)

@@ -1,8 +1,9 @@
-"""The main job: the acoustic baseline learns emotion from the demo corpus on unseen actors."""
+"""The main job: EMO-RL end to end on the demo corpus (`emorl demo`), and the acoustic baseline demo."""
 
 import pytest
 
 from emorl.commands import run_demo
+from emorl.demo import run_emorl_demo
 from emorl.data.corpora import prepare_ravdess
 from emorl.data.synth import synthesize
 
@@ -26,3 +27,15 @@ def test_demo_baseline_is_well_above_chance_on_held_out_actors(demo_root, monkey
     assert scores["wa"] > 3 * chance, scores
     assert scores["parse_rate"] == 1.0
     assert (tmp_path / "runs" / "acoustic_demo").is_dir()
+
+
+def test_emorl_demo_runs_sft_then_grpo_then_tests_both(demo_root, monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    results = run_emorl_demo(demo_root, sft_epochs=1, grpo_steps=2)  # shortened; `emorl demo` runs the configs
+    assert set(results) == {"sft_esr", "emorl_esr"}
+    for scores in results.values():
+        assert set(scores["ravdess"]) >= {"ua", "wa", "f1", "parse_rate"}
+    table = capsys.readouterr().out
+    assert "sft_esr ravdess" in table and "emorl_esr ravdess" in table
+    ckpt = next((tmp_path / "runs" / "demo_emorl_esr").glob("version_*/checkpoints/last.ckpt"))
+    assert ckpt.is_file() and (demo_root / "models" / "tiny-qwen2-audio" / "config.json").is_file()

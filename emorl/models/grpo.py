@@ -69,7 +69,8 @@ class GRPOLALM(L.LightningModule):
         class_names: the emotion options (linked from the DataModule).
         model: zoo name or folder of the base model.
         init_checkpoint: an SFT checkpoint (``emorl fit`` of :class:`SFTLALM` with the same LoRA
-            options) whose trained weights start the policy; the reference stays the base model.
+            options) whose trained weights start the policy. Under LoRA the reference is the base
+            model (adapter off); under full fine-tuning a frozen copy of the starting policy.
         prompt_format / system_prompt / shuffle_options / prompt_seed: the prompts (``esr``: EMO-RL).
         rewards: the reward list, ``[{name, weight}]`` (:data:`emorl.rl.rewards.REWARDS`).
         gamma / alpha_schedule / alpha_start / alpha_end: ESWR (alpha over ``trainer.max_steps``).
@@ -138,9 +139,6 @@ class GRPOLALM(L.LightningModule):
             full_finetune=full_finetune,
         )
         self.model = self.backbone.model
-        self.reference = None
-        if full_finetune and beta > 0:  # no adapter to switch off: a frozen copy (never saved)
-            self.reference = [copy.deepcopy(self.backbone.hf_model).requires_grad_(False).eval()]
         self.metrics = StageMetrics(class_names)
         self.strict_loading = False
         self.buffer: list[Rollout] = []
@@ -151,6 +149,9 @@ class GRPOLALM(L.LightningModule):
         self.test_results: dict[str, dict[str, float]] = {}
         if init_checkpoint:
             self._load_init_checkpoint(init_checkpoint)
+        self.reference = None
+        if full_finetune and beta > 0:  # no adapter to switch off: a frozen copy of the start (never saved)
+            self.reference = [copy.deepcopy(self.backbone.hf_model).requires_grad_(False).eval()]
 
     def _load_init_checkpoint(self, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)

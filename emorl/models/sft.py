@@ -4,9 +4,9 @@
     emorl test --config configs/sft_ir_meld.yaml --ckpt_path runs/sft_ir_meld/version_N/checkpoints/BEST.ckpt
 
 Each training clip becomes the prompt of :mod:`emorl.prompts` (format ``ir`` by default) and a
-target answer: ``<answer>label</answer>``, or, when the manifest row carries reasoning and the
-format asks for it, the full answer (``eur``: a ``rationale`` string in ``<think>``; ``esr``: a
-``reasoning`` dict with the four ESR tags). The loss is the mean negative log-likelihood of the
+target answer: ``<answer>label</answer>``, or, when the format asks for reasoning, the full answer
+from the manifest row (``eur``: a ``rationale`` string in ``<think>``; ``esr``: a ``reasoning`` dict
+with the four ESR tags) or, with ``reasoning: template``, from :mod:`emorl.reasoning`. The loss is the mean negative log-likelihood of the
 target tokens (the answer and its end-of-turn token) only: the prompt, the audio and the padding
 are never scored. The prompt embeddings (audio tower once per clip) come from
 :func:`emorl.lalm.inputs.embed_prompts`, the same path generation and GRPO use.
@@ -42,19 +42,31 @@ from emorl.models.lalm_common import (
     test_batch,
 )
 from emorl.prompts import DEFAULT_SYSTEM_PROMPT, target_text
+from emorl.reasoning import template_rationale, template_reasoning
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LORA = {"r": 8, "alpha": 16, "dropout": 0.05}
 
 
-def sft_target(format_name: str, label: str, row: dict | None) -> str:
-    """The answer a clip is trained towards: reasoning from its row when the format wants it."""
+def sft_target(format_name: str, label: str, row: dict | None, reasoning: str = "manifest") -> str:
+    """The answer a clip is trained towards: reasoning from its row when the format wants it.
+
+    ``reasoning="template"`` builds the reasoning from the row's transcript, key words and prosody
+    caption (:mod:`emorl.reasoning`) when the row carries none; ``"manifest"`` falls back to an IR
+    target instead.
+    """
     row = row or {}
-    if format_name in ("eur", "cot") and row.get("rationale"):
-        return target_text(format_name, label, rationale=row["rationale"])
-    if format_name == "esr" and isinstance(row.get("reasoning"), dict):
-        return target_text("esr", label, structured=row["reasoning"])
+    if format_name in ("eur", "cot"):
+        if row.get("rationale"):
+            return target_text(format_name, label, rationale=row["rationale"])
+        if reasoning == "template":
+            return target_text(format_name, label, rationale=template_rationale(label, row))
+    if format_name == "esr":
+        if isinstance(row.get("reasoning"), dict):
+            return target_text("esr", label, structured=row["reasoning"])
+        if reasoning == "template":
+            return target_text("esr", label, structured=template_reasoning(label, row))
     return target_text("ir", label)
 
 
@@ -64,8 +76,10 @@ class SFTLALM(L.LightningModule):
     Args:
         class_names: the emotion options (linked from the DataModule's label set).
         model: a zoo name or a local folder (the base model; checkpoints add the trained weights).
-        prompt_format: ``ir`` (the paper's SFT + IR), ``eur`` or ``esr`` (needs reasoning in the
-            manifest rows; rows without it fall back to an IR target, counted in the log).
+        prompt_format: ``ir`` (the paper's SFT + IR), ``eur`` or ``esr`` (reasoning targets).
+        reasoning: where ``eur`` / ``esr`` targets get their reasoning when a manifest row has none:
+            ``manifest`` (no template: an IR target, counted in the log) or ``template``
+            (:mod:`emorl.reasoning`: transcript, key words, prosody caption, label).
         system_prompt / shuffle_options / prompt_seed: see :class:`emorl.models.lalm_common.PromptBuilder`.
         lora: LoRA options (``r``, ``alpha``, ``dropout``, ``target_modules``); ``null`` with
             ``full_finetune: true`` for full fine-tuning.
@@ -82,6 +96,7 @@ class SFTLALM(L.LightningModule):
         class_names: list[str],
         model: str = "qwen2-audio-7b-instruct",
         prompt_format: str = "ir",
+        reasoning: str = "manifest",
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         shuffle_options: bool = False,
         prompt_seed: int = 0,
@@ -99,6 +114,8 @@ class SFTLALM(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if reasoning not in ("manifest", "template"):
+            raise ValueError(f"reasoning must be 'manifest' or 'template', not {reasoning!r}")
         if lora is None and not full_finetune:
             lora = dict(DEFAULT_LORA)
         self.prompts = PromptBuilder(class_names, prompt_format, system_prompt, shuffle_options, prompt_seed)
@@ -125,7 +142,8 @@ class SFTLALM(L.LightningModule):
         names = self.hparams.class_names
         labels = [names[int(i)] for i in batch["label"]]
         rows = batch.get("row") or [None] * len(labels)
-        targets = [sft_target(self.prompts.format.name, label, row) for label, row in zip(labels, rows)]
+        targets = [sft_target(self.prompts.format.name, label, row, self.hparams.reasoning)
+                   for label, row in zip(labels, rows)]
         if self.prompts.format.reasoning:
             self.fallback_targets += sum(t.startswith("<answer>") for t in targets)
         inputs = build_prompts(self.backbone, self.prompts.messages(batch["key"]), clips_from_batch(batch))
