@@ -62,3 +62,22 @@ def test_short_fit_logs_rewards_alpha_kl_and_saves_lora_weights_only(tmp_path):
     ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
     assert all("lora_" in k for k in ckpt["state_dict"]) and ckpt["state_dict"]
     assert "alpha" in ckpt["emorl_grpo"]
+
+
+def test_the_policy_pass_runs_in_train_mode_so_gradient_checkpointing_acts(tmp_path):
+    import lightning as L
+
+    from emorl.data.datamodule import EmoDataModule
+
+    corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
+    module = GRPOLALM(["neutral", "happy", "sad", "angry"], model=str(tiny_model_dir("qwen2-audio")),
+                      dtype="float32", num_generations=2, max_new_tokens=4, beta=0.04, gradient_checkpointing=True,
+                      lora={"r": 2, "alpha": 4}, prompt_format="ir", eval_max_new_tokens=2)
+    seen = []
+    layer = module.backbone.language_model.layers[0]
+    layer.register_forward_hook(lambda mod, args, out: seen.append((torch.is_grad_enabled(), mod.training)))
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        limit_val_batches=0, enable_checkpointing=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=EmoDataModule(str(corpus.root), batch_size=2, num_workers=0))
+    with_grad = [training for grad, training in seen if grad]
+    assert with_grad and all(with_grad)  # the policy pass: train mode (checkpointing applies)

@@ -44,6 +44,7 @@ from emorl.models.lalm_common import (
     answer_batch,
     check_trainable_weights,
     clips_from_batch,
+    enter_train_mode,
     finish_test,
     keep_trainable_weights,
     log_answer_samples,
@@ -159,6 +160,10 @@ class GRPOLALM(L.LightningModule):
         missing, unexpected = self.load_state_dict(state["state_dict"], strict=False)
         if unexpected:
             raise RuntimeError(f"init_checkpoint {path}: unknown weights {unexpected[:3]}")
+
+    def on_fit_start(self) -> None:
+        # without it the policy pass would run in eval mode: no LoRA dropout, no gradient checkpointing
+        enter_train_mode(self)
 
     # -- one rollout --------------------------------------------------------------------------
     def _context(self) -> RewardContext:

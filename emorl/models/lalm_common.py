@@ -184,3 +184,11 @@ def predict_batch(module: L.LightningModule, batch: dict | None, dataloader_idx:
          "text": text}
         for key, p, text in zip(batch["key"], preds, texts)
     ]
+
+
+def enter_train_mode(module: L.LightningModule) -> None:
+    """Train mode for what is trained (backbones load in eval mode), so that dropout and gradient
+    checkpointing (which transformers applies in train mode only) act; a frozen audio tower stays off."""
+    module.model.train()
+    if not any(p.requires_grad for p in module.backbone.audio_tower.parameters()):
+        module.backbone.audio_tower.eval()

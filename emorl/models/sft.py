@@ -35,6 +35,7 @@ from emorl.models.lalm_common import (
     answer_batch,
     check_trainable_weights,
     clips_from_batch,
+    enter_train_mode,
     finish_test,
     keep_trainable_weights,
     predict_batch,
@@ -132,10 +133,7 @@ class SFTLALM(L.LightningModule):
 
     # -- training ---------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        """Dropout on in what is trained (backbones load in eval mode); a frozen audio tower stays off."""
-        self.model.train()
-        if not any(p.requires_grad for p in self.backbone.audio_tower.parameters()):
-            self.backbone.audio_tower.eval()
+        enter_train_mode(self)
 
     def sft_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
         """Mean NLL of the target tokens of a DataModule batch, and the number of target tokens."""
