@@ -48,6 +48,11 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     check.add_argument("prepared", type=Path, help="a prepared corpus folder")
     check.add_argument("--max-seconds", type=float, default=30.0, help="clips above this are reported as too long")
 
+    prosody = dsub.add_parser("prosody", help="measure pitch, energy, rate, pauses, voice quality; bins + captions")
+    prosody.add_argument("prepared", type=Path, help="a prepared corpus folder (its manifests get a prosody field)")
+    prosody.add_argument("--workers", type=int, default=1, help="processes measuring clips (pYIN is the slow part)")
+    prosody.add_argument("--overwrite", action="store_true", help="measure again clips that already have measures")
+
 
 def _zoo_parser(sub: argparse._SubParsersAction) -> None:
     zoo = sub.add_parser("zoo", help="frozen speech encoders: list the zoo, build tiny stand-ins")
@@ -107,6 +112,10 @@ def _run_data(args: argparse.Namespace) -> int:
         from emorl.data.check import main_check
 
         return main_check(args.prepared, args.max_seconds)
+    elif args.data_command == "prosody":
+        from emorl.data.prosody_corpus import main_prosody
+
+        return main_prosody(args.prepared, workers=args.workers, overwrite=args.overwrite)
     return 0
 
 

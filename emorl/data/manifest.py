@@ -12,6 +12,11 @@ Each manifest row carries EmoBox's fields (``key``, ``dataset``, ``wav``, ``leng
 ``sample_rate``, ``emo``) plus ``label`` (the canonical emotion) and, where the corpus has them,
 ``speaker``, ``gender`` and ``transcript``. ``wav`` is absolute, or relative to the corpus's
 ``audio_root`` (``corpus.json``), or else to the folder of ``<corpus>.jsonl``.
+
+Optional, added after preparation: ``prosody`` (``emorl data prosody``, :mod:`emorl.data.prosody`):
+the clip's measures, bins and caption, in ``<corpus>.jsonl`` and the same in every fold file
+(:func:`update_rows` keeps them in step); the corpus's bin thresholds are in ``corpus.json`` under
+``"prosody"`` (:attr:`PreparedCorpus.prosody`). Manifests without it load as before.
 """
 
 from __future__ import annotations
@@ -118,6 +123,11 @@ class PreparedCorpus:
         path = fold_path(self.root, self.name, fold, split)
         return read_manifest(path) if path.exists() else []
 
+    @property
+    def prosody(self) -> dict | None:
+        """``corpus.json``'s ``"prosody"`` entry (bin thresholds, summary), or None if not measured."""
+        return self.extra.get("prosody")
+
     def resolve_wav(self, wav: str) -> Path:
         """Absolute path of a row's ``wav`` (see the module docstring for the rule)."""
         path = Path(wav)
@@ -191,3 +201,65 @@ def load_prepared_corpus(root: str | os.PathLike) -> PreparedCorpus:
         audio_root=Path(meta["audio_root"]) if meta.get("audio_root") else None,
         extra={k: v for k, v in meta.items() if k not in known},
     )
+
+
+def update_rows(corpus: PreparedCorpus, updates: Mapping[str, Mapping[str, Any]]) -> int:
+    """Set fields of rows, by key, in ``<corpus>.jsonl`` and in every fold file alike.
+
+    ``updates[key][field] = value`` sets a field; a value of ``None`` removes it. Keys absent
+    from ``updates`` and every other field are left as they are; each file is rewritten
+    atomically. Returns the number of main-manifest rows changed.
+    """
+
+    def apply(rows: list[dict]) -> tuple[list[dict], int]:
+        changed = 0
+        for row in rows:
+            fields = updates.get(row["key"])
+            if not fields:
+                continue
+            before = dict(row)
+            for name, value in fields.items():
+                if value is None:
+                    row.pop(name, None)
+                else:
+                    row[name] = value
+            changed += row != before
+        return rows, changed
+
+    def rewrite(path: Path, rows: list[dict]) -> None:
+        mode = path.stat().st_mode & 0o777
+        write_manifest(path, rows)
+        os.chmod(path, mode)  # keep the file's permissions (mkstemp makes 0600 files)
+
+    rows, changed = apply(corpus.rows())
+    rewrite(corpus.manifest_path, rows)
+    for fold in corpus.folds:
+        for split in SPLITS:
+            path = fold_path(corpus.root, corpus.name, fold, split)
+            if path.exists():
+                rewrite(path, apply(read_manifest(path))[0])
+    return changed
+
+
+def update_corpus_meta(root: str | os.PathLike, entries: Mapping[str, Any]) -> None:
+    """Set (or, with value ``None``, remove) top-level entries of ``corpus.json``, atomically."""
+    path = Path(root) / "corpus.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        mode = path.stat().st_mode & 0o777
+    except (OSError, json.JSONDecodeError) as err:
+        raise ManifestError(f"{root}: unreadable corpus.json ({err})") from None
+    for name, value in entries.items():
+        if value is None:
+            meta.pop(name, None)
+        else:
+            meta[name] = value
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".corpus.json.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(meta, indent=2) + "\n")
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
