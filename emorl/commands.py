@@ -113,7 +113,7 @@ def _run_data(args: argparse.Namespace) -> int:
 
         return main_check(args.prepared, args.max_seconds)
     elif args.data_command == "prosody":
-        from emorl.data.prosody_corpus import main_prosody
+        from emorl.prosody.corpus import main_prosody
 
         return main_prosody(args.prepared, workers=args.workers, overwrite=args.overwrite)
     return 0

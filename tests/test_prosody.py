@@ -13,7 +13,7 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from emorl.data.prosody import (
+from emorl.prosody import (
     BINNED,
     FALLBACKS,
     MIN_GROUP,

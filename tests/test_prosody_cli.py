@@ -8,9 +8,9 @@ import soundfile as sf
 
 from emorl.cli import main
 from emorl.data.manifest import fold_path, load_prepared_corpus, write_prepared_corpus
-from emorl.data.prosody import BINNED, ProsodyMeasures, measure_prosody
-from emorl.data.prosody_corpus import annotate_corpus, load_thresholds
 from emorl.labels import LabelSet
+from emorl.prosody import BINNED, ProsodyMeasures, measure_prosody
+from emorl.prosody.corpus import annotate_corpus, load_thresholds
 from emorl.reasoning import prosody_text
 
 SR = 16_000

@@ -13,7 +13,7 @@ Each manifest row carries EmoBox's fields (``key``, ``dataset``, ``wav``, ``leng
 ``speaker``, ``gender`` and ``transcript``. ``wav`` is absolute, or relative to the corpus's
 ``audio_root`` (``corpus.json``), or else to the folder of ``<corpus>.jsonl``.
 
-Optional, added after preparation: ``prosody`` (``emorl data prosody``, :mod:`emorl.data.prosody`):
+Optional, added after preparation: ``prosody`` (``emorl data prosody``, :mod:`emorl.prosody`):
 the clip's measures, bins and caption, in ``<corpus>.jsonl`` and the same in every fold file
 (:func:`update_rows` keeps them in step); the corpus's bin thresholds are in ``corpus.json`` under
 ``"prosody"`` (:attr:`PreparedCorpus.prosody`). Manifests without it load as before.

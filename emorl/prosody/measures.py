@@ -1,34 +1,22 @@
-"""Prosody of one utterance: measures, corpus-relative bins, and a short textual caption.
+"""Prosody of one utterance as numbers: pitch (pYIN), energy, speaking rate, pauses, voice quality.
 
-The EmotionThinker pipeline (``docs/prosody.md``) in three pure steps:
-
-1. :func:`measure_prosody` — one waveform (+ its transcript) -> :class:`ProsodyMeasures`, numbers
-   only: pitch by pYIN, energy, speaking rate, pauses, and Praat's jitter / shimmer / HNR;
-2. :func:`fit_thresholds` — a corpus's measures -> :class:`ProsodyThresholds`, the tertile cut
-   points of every binned quantity (pitch per speaker gender where known); its
-   :meth:`~ProsodyThresholds.bin` puts any clip, new ones included, into ``low`` / ``normal`` /
-   ``high`` (``unknown`` where the measure is missing);
-3. :func:`prosody_caption` — measures + bins -> one deterministic line such as
-   ``pitch: high and rising, wide range; loudness: normal, steady; rate: fast; pauses: few;
-   voice: breathy (low HNR)``.
-
-:func:`annotate` does 2-3 for one clip and returns what a manifest row stores under
-``"prosody"``; ``emorl data prosody`` (:mod:`emorl.data.prosody_corpus`) runs it all over a
-prepared corpus.
-
-Everything is measured at 16 kHz on a 10 ms frame grid. Undefined measures are ``None``, never
-NaN; why a measure is missing is listed in :attr:`ProsodyMeasures.fallbacks`.
+:func:`measure_prosody` turns one waveform (+ its transcript) into :class:`ProsodyMeasures`;
+:func:`voice_quality` is Praat's jitter / shimmer / HNR alone; :func:`speaker_medians` and
+:func:`semitones_re` give a clip's pitch relative to its speaker. Everything is measured at
+16 kHz on a 10 ms frame grid. Undefined measures are ``None``, never NaN; why a measure is
+missing is listed in :attr:`ProsodyMeasures.fallbacks` (definitions in ``docs/prosody.md``).
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
+
+from emorl.prosody.syllables import count_syllables
 
 SAMPLE_RATE = 16_000
 HOP = 160  #: 10 ms frame hop (pYIN and the energy frames share it)
@@ -98,55 +86,6 @@ class ProsodyMeasures:
         kwargs["fallbacks"] = tuple(kwargs.get("fallbacks") or ())
         kwargs.setdefault("duration_s", 0.0)
         return cls(**kwargs)
-
-
-# -- syllables -------------------------------------------------------------------------------------
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*|\d+")
-_VOWEL_GROUP = re.compile(r"[aeiouy]+")
-
-
-def word_syllables(word: str) -> int:
-    """Syllables of one English word by rule (no dictionary; about right for common words).
-
-    Vowel groups (``a e i o u``, and ``y`` after the first letter) count one each; a final
-    silent ``e`` (not ``-le`` after a consonant, e.g. *table*), a final ``-ed`` not after
-    ``t``/``d`` (*talked*, not *wanted*) and a final ``-es`` not after ``s x z ch sh ce ge``
-    (*makes*, not *boxes*) take one away; ``-ing`` after a vowel adds one (*doing*); every word
-    has at least one. A digit string counts one syllable per digit. Apostrophes are dropped
-    (*don't* = 1).
-    """
-    word = word.lower().replace("'", "")
-    if not word:
-        return 0
-    if word.isdigit():
-        return len(word)
-    core = word[0].replace("y", "") + word[1:]
-    count = len(_VOWEL_GROUP.findall(core))
-    if word.endswith("ing") and len(word) > 4 and word[-4] in "aeiouy":
-        count += 1  # doing, being, saying: the vowel group hides a syllable break
-    if count > 1 and _silent_ending(word):
-        count -= 1
-    return max(count, 1)
-
-
-_SIBILANT_ES = ("ses", "xes", "zes", "ches", "shes", "ces", "ges")
-
-
-def _silent_ending(word: str) -> bool:
-    """A final silent ``e`` (*home*, not *table*, *agree*), ``-ed`` (*talked*), ``-es`` (*makes*)."""
-    before = word[-3] if len(word) > 2 else ""
-    if word.endswith("e"):
-        return not word.endswith(("ee", "ye", "ie")) and not (word.endswith("le") and before not in "aeiouy")
-    if word.endswith("ed"):
-        return before not in "tdaeiouy"
-    if word.endswith("es"):
-        return not word.endswith(_SIBILANT_ES) and before not in "aeiouy"
-    return False
-
-
-def count_syllables(text: str | None) -> int:
-    """Syllables of an English transcript: :func:`word_syllables` summed over its words."""
-    return sum(word_syllables(w) for w in _WORD.findall((text or "").lower()))
 
 
 # -- measuring -------------------------------------------------------------------------------------
@@ -313,166 +252,6 @@ def measure_prosody(
         hnr_db=hnr,
         fallbacks=tuple(fallbacks),
     )
-
-
-# -- bins ------------------------------------------------------------------------------------------
-#: Binned quantity -> the measure it bins. Pitch is cut per speaker gender, rate per rate source.
-BINNED: dict[str, str] = {
-    "pitch": "pitch_mean_hz",
-    "pitch_range": "pitch_range_st",
-    "pitch_slope": "pitch_slope_st_s",
-    "energy": "energy_mean_db",
-    "energy_variability": "energy_std_db",
-    "rate": "rate_syl_s",
-    "pauses": "pause_ratio",
-    "jitter": "jitter_local_pct",
-    "shimmer": "shimmer_local_pct",
-    "hnr": "hnr_db",
-}
-BINS = ("low", "normal", "high")
-UNKNOWN = "unknown"
-ALL = "all"
-MIN_GROUP = 6  #: a gender (or rate source) with fewer measured clips is cut with the corpus's cuts
-#: Quantities whose 0 means "none" (no pause at all): 0 is ``low`` and the tertiles are cut over
-#: the clips above 0, so a corpus where most clips have no pause still tells few from many.
-ZERO_IS_LOW = frozenset({"pauses"})
-
-
-def _gender(gender: str | None) -> str | None:
-    g = str(gender or "").strip().upper()[:1]
-    return g if g in ("M", "F") else None
-
-
-def _group(name: str, measures: ProsodyMeasures, gender: str | None) -> str | None:
-    if name == "pitch":
-        return _gender(gender)
-    if name == "rate":
-        return measures.rate_source
-    return None
-
-
-@dataclass(frozen=True)
-class ProsodyThresholds:
-    """Tertile cut points of a corpus: ``cuts[quantity][group] = (low_below, high_above)``.
-
-    ``group`` is ``"all"`` (every clip), a gender ``"M"`` / ``"F"`` (pitch) or a rate source
-    ``"transcript"`` / ``"audio"`` (rate); a clip whose group has no cuts uses ``"all"``. A value
-    below the first cut is ``low``, above the second ``high``, else ``normal`` (so a cut shared
-    by many equal values puts those values in ``normal``); a pause ratio of 0 is ``low``
-    (:data:`ZERO_IS_LOW`).
-    """
-
-    cuts: dict[str, dict[str, tuple[float, float]]]
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def bin_value(self, name: str, value: float | None, group: str | None = None) -> str:
-        by_group = self.cuts.get(name) or {}
-        cut = by_group.get(group) if group is not None else None
-        cut = cut or by_group.get(ALL)
-        if name in ZERO_IS_LOW and value == 0:
-            return "low"
-        if value is None or cut is None:
-            return UNKNOWN
-        return "low" if value < cut[0] else "high" if value > cut[1] else "normal"
-
-    def bin(self, measures: ProsodyMeasures, gender: str | None = None) -> dict[str, str]:
-        """Every quantity of :data:`BINNED` -> ``low`` / ``normal`` / ``high`` / ``unknown``."""
-        return {name: self.bin_value(name, getattr(measures, attr), _group(name, measures, gender))
-                for name, attr in BINNED.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"cuts": {n: {g: [round(c[0], 4), round(c[1], 4)] for g, c in groups.items()}
-                         for n, groups in self.cuts.items()},
-                "counts": self.counts}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ProsodyThresholds:
-        cuts = {n: {g: (float(c[0]), float(c[1])) for g, c in groups.items()} for n, groups in data["cuts"].items()}
-        return cls(cuts, {n: dict(g) for n, g in (data.get("counts") or {}).items()})
-
-
-def fit_thresholds(items: Iterable[tuple[ProsodyMeasures, str | None]]) -> ProsodyThresholds:
-    """Tertiles (1/3 and 2/3 quantiles, linear interpolation) of every binned quantity.
-
-    ``items`` are (measures, speaker gender or None) of every clip of a corpus. Each quantity is
-    cut over all clips where it is defined (group ``"all"``; pauses: where above 0) and, for
-    pitch, per gender (rate: per source) with at least :data:`MIN_GROUP` clips. A quantity
-    defined nowhere has no cuts.
-    """
-    values: dict[str, dict[str, list[float]]] = {name: {} for name in BINNED}
-    for measures, gender in items:
-        for name, attr in BINNED.items():
-            value = getattr(measures, attr)
-            if value is None or (name in ZERO_IS_LOW and value == 0):
-                continue
-            values[name].setdefault(ALL, []).append(float(value))
-            group = _group(name, measures, gender)
-            if group is not None:
-                values[name].setdefault(group, []).append(float(value))
-    cuts: dict[str, dict[str, tuple[float, float]]] = {}
-    counts: dict[str, dict[str, int]] = {}
-    for name, groups in values.items():
-        for group, vals in sorted(groups.items()):
-            if group != ALL and len(vals) < MIN_GROUP:
-                continue
-            q1, q2 = np.quantile(np.asarray(vals), [1 / 3, 2 / 3])
-            cuts.setdefault(name, {})[group] = (float(q1), float(q2))
-            counts.setdefault(name, {})[group] = len(vals)
-    return ProsodyThresholds(cuts, counts)
-
-
-# -- caption ---------------------------------------------------------------------------------------
-def prosody_caption(measures: ProsodyMeasures, bins: Mapping[str, str]) -> str:
-    """One short, deterministic line from the bins (format in ``docs/prosody.md``).
-
-    ``pitch: LEVEL[ and rising|falling][, narrow|wide range]; loudness: soft|normal|loud[, steady|
-    variable]; rate: slow|normal|fast; pauses: none|few|some|many; voice: ...``. A part whose
-    bins are unknown is left out; a silent clip is ``"silent"``.
-    """
-    if measures.energy_mean_db is None:
-        return "silent"
-    parts = []
-    level = bins.get("pitch", UNKNOWN)
-    if level == UNKNOWN:
-        parts.append("pitch: none (unvoiced)" if "unvoiced" in measures.fallbacks else "")
-    else:
-        text = level
-        slope, slope_bin = measures.pitch_slope_st_s, bins.get("pitch_slope")
-        if slope is not None and slope_bin == "high" and slope > 0:
-            text += " and rising"
-        elif slope is not None and slope_bin == "low" and slope < 0:
-            text += " and falling"
-        extent = {"low": "narrow range", "high": "wide range"}.get(bins.get("pitch_range", UNKNOWN))
-        parts.append(f"pitch: {text}" + (f", {extent}" if extent else ""))
-    loud = {"low": "soft", "normal": "normal", "high": "loud"}.get(bins.get("energy", UNKNOWN))
-    if loud:
-        steady = {"low": "steady", "high": "variable"}.get(bins.get("energy_variability", UNKNOWN))
-        parts.append(f"loudness: {loud}" + (f", {steady}" if steady else ""))
-    rate = {"low": "slow", "normal": "normal", "high": "fast"}.get(bins.get("rate", UNKNOWN))
-    if rate:
-        parts.append(f"rate: {rate}")
-    if measures.pause_count == 0:
-        parts.append("pauses: none")
-    elif bins.get("pauses", UNKNOWN) != UNKNOWN:
-        parts.append("pauses: " + {"low": "few", "normal": "some", "high": "many"}[bins["pauses"]])
-    if bins.get("hnr", UNKNOWN) != UNKNOWN:
-        voice = []
-        if bins["hnr"] == "low":
-            voice.append("breathy (low HNR)")
-        rough = [name for name in ("jitter", "shimmer") if bins.get(name) == "high"]
-        if rough:
-            voice.append(f"rough (high {' and '.join(rough)})")
-        if not voice:
-            voice.append("clear (high HNR)" if bins["hnr"] == "high" else "modal")
-        parts.append("voice: " + ", ".join(voice))
-    return "; ".join(p for p in parts if p)
-
-
-def annotate(measures: ProsodyMeasures, thresholds: ProsodyThresholds, gender: str | None = None) -> dict[str, Any]:
-    """What a manifest row stores under ``"prosody"``: measures, bins and caption of one clip."""
-    bins = thresholds.bin(measures, gender)
-    return {"measures": measures.to_dict(), "bins": bins, "caption": prosody_caption(measures, bins),
-            "version": PROSODY_VERSION}
 
 
 def semitones_re(value_hz: float | None, reference_hz: float | None) -> float | None:

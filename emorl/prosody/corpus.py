@@ -1,7 +1,7 @@
 """``emorl data prosody OUT_DIR``: measure, bin and caption every utterance of a prepared corpus.
 
 Every clip is decoded as training decodes it (:func:`emorl.audio.load_audio` with the row's
-``channel``, 16 kHz) and measured by :func:`emorl.data.prosody.measure_prosody` with the row's
+``channel``, 16 kHz) and measured by :func:`emorl.prosody.measure_prosody` with the row's
 ``transcript``; the corpus's tertile thresholds are fitted over all measured clips (pitch per
 ``gender``), and every row gets a ``"prosody"`` field::
 
@@ -30,7 +30,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from emorl.data import prosody as P
+from emorl import prosody as P
 from emorl.data.manifest import load_prepared_corpus, update_corpus_meta, update_rows
 
 log = logging.getLogger(__name__)
