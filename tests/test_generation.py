@@ -120,6 +120,30 @@ def test_generation_stops_at_a_stop_string(family):
     assert torch.equal(stopped.completion_ids[0, :n], free.completion_ids[0, :n])
 
 
+def test_the_stop_string_criterion_is_built_once_per_tokenizer(monkeypatch):
+    # transformers would walk the whole vocabulary on every generate() call (~1.4 s at 151k tokens)
+    import transformers
+
+    from emorl.lalm.generation import _STOP_CRITERIA
+
+    backbone = backbone_of("qwen2-audio")
+    _STOP_CRITERIA.pop(backbone.tokenizer, None)
+    built = []
+    original = transformers.StopStringCriteria.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(kwargs.get("stop_strings"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.StopStringCriteria, "__init__", counting_init)
+    batch = build_prompts(backbone, messages(2), clips((1.0, 0.6)))
+    first = generate(backbone, batch, max_new_tokens=6, stop_strings=("</answer>",))
+    second = generate(backbone, batch, max_new_tokens=6, stop_strings=("</answer>",))
+    generate(backbone, batch, max_new_tokens=6, stop_strings=("</think>",))
+    assert built == [["</answer>"], ["</think>"]]
+    assert first.texts == second.texts
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_log_probs_from_reused_embeddings_equal_a_normal_forward(family):
     backbone = backbone_of(family)
