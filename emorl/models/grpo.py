@@ -22,6 +22,11 @@ the total reward, the share of zero-std groups, format rate, accuracy, alpha, KL
 entropy, answer length (mean, max), truncation rate, seconds spent generating, scoring and
 updating (policy pass and optimiser apart), and a few sampled answers as text.
 
+GRPO-PTR (EmotionThinker, ``ptr:`` + ``judge:``; ``docs/ptr.md``): the reward becomes
+``w_format * format + w_outcome * outcome + on * w_reason * tau * reasoning``, the reasoning
+scored by a judge LM (:class:`emorl.models.ptr_rewards.PTRRewards`); its switch state goes into
+the checkpoint (``emorl_ptr``), the judge never does.
+
 Checkpoints hold the trained weights only, with alpha and every rank's RNG states; Lightning adds
 the optimiser, scheduler, step and (through the DataModule's resumable loader) the position in the
 epoch, so a resumed run continues the interrupted one exactly.
@@ -51,6 +56,7 @@ from emorl.models.lalm_common import (
     predict_batch,
     test_batch,
 )
+from emorl.models.ptr_rewards import PTRRewards
 from emorl.models.rollout import Rollout, logprobs_in_chunks, sample_rollout
 from emorl.prompts import DEFAULT_SYSTEM_PROMPT
 from emorl.rl.loss import grpo_loss
@@ -86,6 +92,11 @@ class GRPOLALM(L.LightningModule):
         lora / full_finetune / dtype / attn_implementation / gradient_checkpointing: the backbone.
         lr / weight_decay / warmup_steps: AdamW with linear warm-up (EMO-RL: lr 1e-6).
         eval_max_new_tokens / answers_to_log: greedy evaluation and logged samples.
+        ptr: GRPO-PTR (:class:`emorl.rl.ptr.PTRConfig`: ``w_format``, ``w_outcome``, ``w_reason``,
+            ``format``, ``outcome``, ``accuracy_threshold``, ``accuracy_window``, ``latch``,
+            ``judge_when_off``); replaces ``rewards`` (leave it null). ``None``: plain GRPO.
+        judge: GRPO-PTR's judge, ``{model, dtype, device, batch_size, max_new_tokens}``
+            (:class:`emorl.rl.judge.Judge`; ``device`` null = the policy's).
     """
 
     def __init__(
@@ -126,6 +137,8 @@ class GRPOLALM(L.LightningModule):
         warmup_steps: int = 0,
         eval_max_new_tokens: int = 256,
         answers_to_log: int = 8,
+        ptr: dict | None = None,
+        judge: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -133,7 +146,10 @@ class GRPOLALM(L.LightningModule):
         if lora is None and not full_finetune:
             lora = {"r": 8, "alpha": 16, "dropout": 0.05}
         self.prompts = PromptBuilder(class_names, prompt_format, system_prompt, shuffle_options, prompt_seed)
-        self.rewards = RewardSet.from_config(rewards or DEFAULT_REWARDS)
+        if ptr is not None and rewards is not None:
+            raise ValueError("with ptr the rewards are ptr.format and ptr.outcome: set rewards to null")
+        self.ptr = PTRRewards.from_options(ptr, judge, class_names) if ptr is not None else None
+        self.rewards = RewardSet.from_config(self.ptr.reward_list() if self.ptr else rewards or DEFAULT_REWARDS)
         self.backbone = load_backbone(
             model, dtype=dtype, attn_implementation=attn_implementation,
             gradient_checkpointing=gradient_checkpointing, lora=None if full_finetune else lora,
@@ -180,6 +196,7 @@ class GRPOLALM(L.LightningModule):
             self.backbone, self.prompts.messages(batch["key"]), clips_from_batch(batch), labels, self.rewards,
             self._context(), hp.num_generations, hp.max_new_tokens, hp.temperature, hp.top_p, hp.scale_rewards,
             hp.mask_truncated, gather_rewards=self._gather if self.trainer.world_size > 1 else None,
+            rows=batch.get("row"), reward_hook=self.ptr.hook_on(self.device) if self.ptr is not None else None,
         )
         start = self._synchronized_clock()
         rows = torch.arange(len(rollout))
@@ -221,6 +238,8 @@ class GRPOLALM(L.LightningModule):
         self.last_rollout = rollout
         self.buffer.append(rollout)
         self._log_rollout(rollout, batch_idx)
+        if self.ptr is not None:
+            self._observe_ptr(rollout)
         if len(self.buffer) >= self.hparams.accumulate_grad_batches:
             self._update(self.buffer)
             self.buffer = []
@@ -316,6 +335,14 @@ class GRPOLALM(L.LightningModule):
                     for i, label, r, text in zip(rollout.prompt_index, rollout.labels, rollout.rewards, rollout.texts)]
             log_answer_samples(self, "train/answers", rows, self.hparams.answers_to_log)
 
+    def _observe_ptr(self, rollout: Rollout) -> None:
+        """GRPO-PTR: the switch takes this rollout's accuracy (all ranks); log its state and the judge's."""
+        self.ptr.observe(rollout.correct, self._gather if self.trainer.world_size > 1 else None)
+        means, counts = self.ptr.log_values()
+        self.log_dict(means, sync_dist=True, batch_size=1)
+        if counts:
+            self.log_dict(counts, sync_dist=True, reduce_fx="sum", batch_size=1)
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -350,12 +377,16 @@ class GRPOLALM(L.LightningModule):
             log.warning("checkpoint taken with %d rollout(s) waiting for the optimiser step: a resume "
                         "starts after their batches without them", len(self.buffer))
         checkpoint["emorl_grpo"] = {"alpha": self.alpha, "rng": capture_all_ranks()}
+        if self.ptr is not None:
+            checkpoint["emorl_ptr"] = self.ptr.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_trainable_weights(self, checkpoint)
         state = checkpoint.get("emorl_grpo", {})
         self.alpha = float(state.get("alpha", self.alpha))
         self._pending_rng = state.get("rng")
+        if self.ptr is not None and "emorl_ptr" in checkpoint:
+            self.ptr.load_state_dict(checkpoint["emorl_ptr"])
 
     def on_train_start(self) -> None:
         # the RNGs go back as late as possible, so nothing between loading and the first step draws on them

@@ -12,8 +12,9 @@ Pure orchestration of :mod:`emorl.lalm` and :mod:`emorl.rl` for :class:`emorl.mo
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -48,6 +49,12 @@ class Rollout:
         return int(self.completion_ids.shape[0])
 
 
+#: ``hook(texts, labels, correct, context) -> (extra (N,), {name: (N,)})``: a reward term that needs
+#: the whole batch (groups, correctness, rows), added to the total before the advantages.
+RewardHook = Callable[[Sequence[str], Sequence[str], torch.Tensor, RewardContext],
+                      tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
 def sample_rollout(
     backbone,
     messages: Sequence[list[dict]],
@@ -62,11 +69,15 @@ def sample_rollout(
     scale_rewards: str = "group",
     mask_truncated: bool = False,
     gather_rewards=None,
+    rows: Sequence[Mapping | None] | None = None,
+    reward_hook: RewardHook | None = None,
 ) -> Rollout:
     """Generate, score and compute advantages for one batch (no gradients).
 
     ``gather_rewards``: a function that returns every rank's rewards concatenated (for
-    ``scale_rewards="batch"`` under DDP); ``None`` uses the local ones.
+    ``scale_rewards="batch"`` under DDP); ``None`` uses the local ones. ``rows``: each prompt's
+    manifest row (``batch["row"]``), handed to the rewards per answer as ``context.rows``.
+    ``reward_hook``: an extra reward term (GRPO-PTR's reasoning reward), added to the total.
     """
     start = time.perf_counter()
     with torch.no_grad():
@@ -78,20 +89,28 @@ def sample_rollout(
         )
     generated = time.perf_counter()
     answer_labels = [labels[int(i)] for i in result.prompt_index]
+    context = dataclasses.replace(
+        context, group_size=num_generations,
+        rows=[rows[int(i)] for i in result.prompt_index] if rows is not None else None,
+    )
     total, components = rewards(result.texts, answer_labels, context)
-    gathered = scale_rewards == "batch" and gather_rewards is not None
-    advantages, zero_std = group_advantages(total, num_generations, "none" if gathered else scale_rewards)
-    if gathered:  # the batch std over every rank's rewards; this rank's rows of the result
-        everything = gather_rewards(total)
-        start = _rank() * len(total)  # every rank samples the same number of answers
-        advantages = group_advantages(everything, num_generations, "batch")[0][start : start + len(total)]
-    mask = result.completion_mask.clone()
-    if mask_truncated:
-        mask[result.truncated] = 0
     correct = torch.tensor(
         [predicted_label(text, context.classes, context.strict_answer) == label
          for text, label in zip(result.texts, answer_labels)], dtype=torch.bool,
     )
+    if reward_hook is not None:
+        extra, more = reward_hook(result.texts, answer_labels, correct, context)
+        total = total + extra
+        components = {**components, **more}
+    gathered = scale_rewards == "batch" and gather_rewards is not None
+    advantages, zero_std = group_advantages(total, num_generations, "none" if gathered else scale_rewards)
+    if gathered:  # the batch std over every rank's rewards; this rank's rows of the result
+        everything = gather_rewards(total)
+        offset = _rank() * len(total)  # every rank samples the same number of answers
+        advantages = group_advantages(everything, num_generations, "batch")[0][offset : offset + len(total)]
+    mask = result.completion_mask.clone()
+    if mask_truncated:
+        mask[result.truncated] = 0
     return Rollout(
         prompt=prompt, prompt_index=result.prompt_index, completion_ids=result.completion_ids,
         completion_mask=mask, texts=result.texts, labels=answer_labels, rewards=total,

@@ -44,6 +44,10 @@ class RewardContext:
         angles: wheel positions (``None``: :data:`emorl.rl.wheel.DEFAULT_ANGLES`).
         neutral_similarity: S(neutral, other) (EMO-RL: 1/2).
         strict_answer: read the label only from an ``<answer>`` block.
+        rows: each answer's manifest row (transcript, ``prosody``...), for rewards that read the
+            clip (GRPO-PTR's judge); set per answer by
+            :func:`emorl.models.rollout.sample_rollout`, ``None`` when unknown.
+        group_size: answers per prompt (G); answers are laid out prompt by prompt.
     """
 
     classes: Sequence[str]
@@ -52,6 +56,8 @@ class RewardContext:
     angles: Mapping[str, float | None] | None = None
     neutral_similarity: float = NEUTRAL_SIMILARITY
     strict_answer: bool = True
+    rows: Sequence[Mapping | None] | None = None
+    group_size: int = 1
 
 
 def predicted_label(text: str | None, classes: Sequence[str], strict: bool = True) -> str | None:
