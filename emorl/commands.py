@@ -53,6 +53,22 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     prosody.add_argument("--workers", type=int, default=1, help="processes measuring clips (pYIN is the slow part)")
     prosody.add_argument("--overwrite", action="store_true", help="measure again clips that already have measures")
 
+    cot = dsub.add_parser("cot", help="EmotionCoT rationales for the training rows (template or local LM), filtered")
+    cot.add_argument("prepared", type=Path, help="a prepared corpus folder, measured by `emorl data prosody`")
+    cot.add_argument("--writer", choices=["template", "lm"], default="template", help="template (no model) or lm")
+    cot.add_argument("--model", type=Path, help="--writer lm: a local instruction-tuned causal LM folder")
+    cot.add_argument("--dtype", default="bfloat16", help="--writer lm: float32 | bfloat16 | float16")
+    cot.add_argument("--device", default="cpu", help="--writer lm: cpu, cuda, cuda:1, ...")
+    cot.add_argument("--batch-size", type=int, default=8, help="--writer lm: prompts per generate call")
+    cot.add_argument("--max-new-tokens", type=int, default=400, help="--writer lm: reply length (200 words ~ 270 tokens)")
+    cot.add_argument("--temperature", type=float, default=0.7, help="--writer lm: 0 = greedy")
+    cot.add_argument("--seed", type=int, default=0, help="template sentence draws / LM sampling")
+    cot.add_argument("--min-words", type=int, default=20, help="shorter rationales are rejected")
+    cot.add_argument("--fold", type=int, help="only this fold's training rows (default: the training rows of every fold)")
+    cot.add_argument("--include-valid", action="store_true", help="also the rows of the valid split files (MELD's dev)")
+    cot.add_argument("--overwrite", action="store_true", help="replace rationales the rows already have")
+    cot.add_argument("--allow-no-prosody", action="store_true", help="write rationales for a corpus without prosody")
+
 
 def _zoo_parser(sub: argparse._SubParsersAction) -> None:
     zoo = sub.add_parser("zoo", help="frozen speech encoders: list the zoo, build tiny stand-ins")
@@ -116,6 +132,13 @@ def _run_data(args: argparse.Namespace) -> int:
         from emorl.prosody.corpus import main_prosody
 
         return main_prosody(args.prepared, workers=args.workers, overwrite=args.overwrite)
+    elif args.data_command == "cot":
+        from emorl.data.cot import main_cot
+
+        return main_cot(args.prepared, writer=args.writer, model=args.model, dtype=args.dtype, device=args.device,
+                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                        seed=args.seed, min_words=args.min_words, fold=args.fold, include_valid=args.include_valid,
+                        overwrite=args.overwrite, allow_no_prosody=args.allow_no_prosody)
     return 0
 
 
