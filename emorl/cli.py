@@ -72,11 +72,19 @@ class EmorlCLI(LightningCLI):
         print(f"wrote {len(rows)} predictions to {path}")
 
     def after_test(self) -> None:
+        """Print the UA / WA / F1 table, then any callback's table (e.g. ``ExplanationEvaluation``'s)."""
+        if not self.trainer.is_global_zero:
+            return
         results = getattr(self.model, "test_results", None)
-        if results and self.trainer.is_global_zero:
+        if results:
             from emorl.metrics import format_table
 
             print(format_table(results))
+        for callback in self.trainer.callbacks:
+            table = getattr(callback, "results_table", None)
+            text = table() if callable(table) else None
+            if text:
+                print(text)
 
 
 def _print_overview() -> None:

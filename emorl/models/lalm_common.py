@@ -153,14 +153,19 @@ def log_answer_samples(module: L.LightningModule, tag: str, rows: Sequence[dict]
     experiment.add_text(tag, "\n".join(lines), global_step=trainer.global_step)
 
 
-def test_batch(module: L.LightningModule, batch: dict | None, dataloader_idx: int) -> None:
-    """Answer a test batch and add it to the module's metrics (predictions keep the raw text)."""
+def test_batch(module: L.LightningModule, batch: dict | None, dataloader_idx: int) -> dict | None:
+    """Answer a test batch and add it to the module's metrics (predictions keep the raw text).
+
+    Returns ``{"test_set", "texts", "preds"}`` (the module's ``test_step`` returns it, so callbacks
+    such as :class:`emorl.explanations.ExplanationEvaluation` get the answers as ``outputs``).
+    """
     if batch is None:
-        return
+        return None
     name = module.trainer.datamodule.test_names[dataloader_idx]
     texts, preds, _ = module._answer(batch)
     module.metrics.update("test", preds.to(module.device), batch["label"], test_name=name,
                           keys=batch["key"], texts=texts)
+    return {"test_set": name, "texts": texts, "preds": preds.tolist()}
 
 
 def finish_test(module: L.LightningModule) -> dict[str, dict[str, float]]:

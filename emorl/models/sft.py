@@ -195,8 +195,8 @@ class SFTLALM(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.metrics.log_validation(self)
 
-    def test_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> None:
-        test_batch(self, batch, dataloader_idx)
+    def test_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> dict | None:
+        return test_batch(self, batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
         self.test_results = finish_test(self)
