@@ -205,3 +205,74 @@ def test_observe_sums_every_ranks_counts_before_the_switch_decides():
     assert ptr.switch.running_accuracy == pytest.approx(5 / 8)
     alone = PTRRewards(PTRConfig(accuracy_threshold=0.5, accuracy_window=1), judge=None)
     assert not alone.observe(torch.tensor([True, False, False, False]))     # 1 / 4 on this rank alone
+
+
+def test_datamodule_trains_a_corpus_on_the_emotionthinker_label_set(tmp_path):
+    from emorl.labels import EMOTIONTHINKER_LABELS, UnknownLabelError
+
+    corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
+    data = EmoDataModule(str(corpus.root), num_workers=0, class_space="emotionthinker")
+    assert data.class_names == list(EMOTIONTHINKER_LABELS.classes) and len(data.class_names) == 9
+    data.setup("fit")
+    train = data.datasets["train"]
+    assert [EMOTIONTHINKER_LABELS.classes[i] for i in train.label_ids] == [r["label"] for r in train.rows]
+    assert set(train.label_ids) == {0, 1, 2, 3}  # neutral happy sad angry keep their places in the 9
+
+    odd = make_tiny_corpus(tmp_path / "odd", labels=("neutral", "frustrated"), per_speaker_label=1)
+    with pytest.raises(UnknownLabelError, match="frustrated.*label_aliases"):
+        EmoDataModule(str(odd.root), class_space="emotionthinker")
+    mapped = EmoDataModule(str(odd.root), num_workers=0, class_space="emotionthinker",
+                           label_aliases={"frustrated": "angry"})
+    mapped.setup("fit")
+    assert set(mapped.datasets["train"].label_ids) == {0, 3}
+    with pytest.raises(ValueError, match="exclusive"):
+        EmoDataModule(str(corpus.root), class_space="emotionthinker", classes=["sad", "happy"])
+    with pytest.raises(UnknownLabelError, match="no label set named"):
+        EmoDataModule(str(corpus.root), class_space="emotionthinker9")
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path, backbone, classes", [
+    ("configs/emotionthinker_ptr.yaml", "qwen2.5-omni-7b-thinker", "emotionthinker"),
+    ("configs/emotionthinker/ptr_qwen2_audio_meld.yaml", "qwen2-audio-7b-instruct", None),
+])
+def test_configs_hold_the_published_settings(path, backbone, classes):
+    import yaml
+
+    from emorl import zoo
+    from emorl.rl.ptr import PTRConfig
+
+    config = yaml.safe_load((ROOT / path).read_text())
+    args = config["model"]["init_args"]
+    ptr = PTRConfig.from_dict(args["ptr"])
+    assert (ptr.w_format, ptr.w_outcome, ptr.w_reason, ptr.accuracy_threshold) == (0.3, 1.0, 0.5, 0.5)
+    assert (args["num_generations"], args["beta"], args["lr"], args["rewards"]) == (8, 0.04, 1e-6, None)
+    assert args["model"] == backbone and zoo.load_card(backbone).kind == "lalm"
+    assert config["data"].get("class_space") == classes
+
+
+def test_emotionthinker_config_fits_the_tiny_omni_thinker_with_a_tiny_judge(judge_dir, tmp_path):
+    import yaml
+
+    from emorl.cli import main
+
+    corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
+    config = yaml.safe_load((ROOT / "configs/emotionthinker_ptr.yaml").read_text())
+    config["trainer"].update({"max_steps": 2, "accelerator": "cpu", "enable_progress_bar": False,
+                              "val_check_interval": None, "limit_val_batches": 0, "num_sanity_val_steps": 0})
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
+    config["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "ckpt")
+    args = config["model"]["init_args"]
+    args.update({"model": str(tiny_model_dir("qwen2.5-omni")), "dtype": "float32", "gradient_checkpointing": False,
+                 "max_new_tokens": 6, "eval_max_new_tokens": 4, "num_generations": 2})
+    args["ptr"].update({"accuracy_threshold": 0.0, "accuracy_window": 1})
+    args["judge"].update({"model": str(judge_dir), "dtype": "float32", "max_new_tokens": 8})
+    config["data"].update({"data_dir": str(corpus.root), "num_workers": 0, "batch_size": 2})
+    path = tmp_path / "ptr.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["fit", "--config", str(path)])
+    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["emorl_ptr"]["switch"]["on"] and ckpt["emorl_ptr"]["switch"]["rollouts"] == 2
+    assert len(ckpt["hyper_parameters"]["class_names"]) == 9

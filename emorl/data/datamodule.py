@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from emorl.audio import TARGET_SAMPLE_RATE, AudioError, DurationPolicy, load_audio
 from emorl.data.manifest import ManifestError, PreparedCorpus, load_prepared_corpus
 from emorl.data.sampling import EpochShuffleSampler, LengthBucketSampler, ResumableDataLoader, split_train_valid
-from emorl.labels import LabelSet, UnknownLabelError
+from emorl.labels import LabelSet, UnknownLabelError, get_named_label_set
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,10 @@ class EmoDataModule(L.LightningDataModule):
         classes: train on these classes of the corpus only, in this order (EmoBox track 2:
             ``[angry, happy, neutral, sad]``); utterances of other classes are dropped from the
             training, validation and own test splits (counted and logged). ``None``: all classes.
+        class_space: train on a named label set instead (:data:`emorl.labels.NAMED_LABEL_SETS`,
+            e.g. ``emotionthinker``): its classes, in its order, are the options; every class of
+            the corpus (after ``label_aliases``) must be one of them, and the others simply have
+            no utterances (UA averages over the classes with support). Not with ``classes``.
         bucket_by_length: batch clips of similar length together (less padding).
         limit_per_split: keep at most this many rows per split (quick runs, smoke tests).
         strict_audio: raise on an undecodable clip instead of logging and skipping it.
@@ -221,6 +225,7 @@ class EmoDataModule(L.LightningDataModule):
         decode_audio: Literal["auto", "always"] = "auto",
         seed: int = 0,
         predict_path: str | None = None,
+        class_space: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -240,6 +245,8 @@ class EmoDataModule(L.LightningDataModule):
             self._label_set = LabelSet(
                 full.name, tuple(classes), {raw: c for raw, c in full.raw_map.items() if c in classes}
             )
+        if class_space is not None:
+            self._label_set = self._class_space(class_space, classes, label_aliases or {})
         self.test_specs: dict[str, TestSet] = {}
         if include_own_test:
             self.test_specs[self.corpus.name] = TestSet(str(data_dir), fold, "test")
@@ -248,6 +255,18 @@ class EmoDataModule(L.LightningDataModule):
         self.datasets: dict[str, EmotionDataset] = {}
         self.test_names: list[str] = []
         self.dropped_counts: dict[str, Counter] = {}
+
+    def _class_space(self, name: str, classes, aliases: Mapping[str, str]) -> LabelSet:
+        if classes is not None:
+            raise ValueError("data.classes and data.class_space are exclusive: choose one")
+        space, full = get_named_label_set(name), self.corpus.label_set
+        outside = sorted({aliases.get(c, c) for c in full.classes} - set(space.classes))
+        if outside:
+            raise UnknownLabelError(
+                f"data.class_space {name!r} {list(space.classes)} lacks the corpus's classes {outside}; "
+                "map them onto its classes with label_aliases"
+            )
+        return LabelSet(space.name, space.classes, {raw: aliases.get(c, c) for raw, c in full.raw_map.items()})
 
     # -- what models need before setup() --------------------------------------------------------
     @property
