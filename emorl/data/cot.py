@@ -114,7 +114,7 @@ _LEVEL_PHRASES = {
 }
 _CONTOUR = {"high": "and rising", "low": "and falling"}  # with the slope's sign, as the caption
 _RANGE = {"high": "over a wide range", "low": "within a narrow range"}
-_VARIABILITY = {"high": "with marked swings", "low": "and steady"}
+_VARIABILITY = {"high": "with marked swings in level", "low": "at a steady level"}
 _PAUSES = {"low": "with few pauses", "normal": "with some pauses", "high": "with many pauses"}
 _VOICE = {"low": "The voice sounds breathy.", "high": "The voice sounds clear."}
 _PROSODY_FRAMES = ("Acoustically, {parts}.", "As for the voice, {parts}.", "Listening to the delivery, {parts}.",
