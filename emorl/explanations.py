@@ -270,10 +270,10 @@ class ExplanationEvaluation(L.Callback):
             records.append(record)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # every rank walks the same sets in the same order: each set's counts are all-reduced
+        # every rank walks the same sets in the same order (the DataModule's, not the sets this rank
+        # happened to see): each set's counts are all-reduced, so a skipped set would hang the others
         datamodule = getattr(trainer, "datamodule", None)
-        names = list(getattr(datamodule, "test_names", None) or self.records)
-        names += [n for n in self.records if n not in names]
+        names = list(getattr(datamodule, "test_names", None) or sorted(self.records))
         for name in names:
             records = self.records.get(name, [])
             if self.judge_options is not None:
