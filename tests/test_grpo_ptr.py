@@ -125,6 +125,16 @@ def test_scripted_group_totals_by_hand_through_the_real_reward_path(judge_dir, m
     assert float(counts["train/judge/unparsable"]) == 2.0
 
 
+def test_judge_when_off_scores_and_logs_but_does_not_reward(judge_dir, monkeypatch):
+    module = _module(judge_dir, ptr={**PTR, "judge_when_off": True})
+    _scripted(monkeypatch, module)
+    rollout = module._rollout(_batch())
+    assert rollout.rewards.tolist() == pytest.approx(EXPECTED_OFF)
+    assert rollout.components["reasoning"].tolist() == pytest.approx([0.25, 1.0, 0.5, 0.75, 0.0, 0.5])
+    means, _ = module.ptr.log_values()
+    assert means["train/ptr/on"] == 0.0 and means["train/ptr/tau"] == pytest.approx((TAU0 + 1.0) / 2)
+
+
 def test_bad_ptr_options_are_clear_errors(judge_dir):
     with pytest.raises(ValueError, match="set rewards to null"):
         _module(judge_dir, rewards=[{"name": "bcr"}])
@@ -276,3 +286,62 @@ def test_emotionthinker_config_fits_the_tiny_omni_thinker_with_a_tiny_judge(judg
     ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["emorl_ptr"]["switch"]["on"] and ckpt["emorl_ptr"]["switch"]["rollouts"] == 2
     assert len(ckpt["hyper_parameters"]["class_names"]) == 9
+
+
+class RecordPTRRank(L.Callback):
+    """DDP test: each rank writes its switch history, its judge's count and what was logged."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir, self.steps = out_dir, []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        metrics = trainer.callback_metrics
+        self.steps.append({"on": module.ptr.last["on"], "local_answers": len(module.last_rollout),
+                           "logged_unparsable": float(metrics.get("train/judge/unparsable", -1)),
+                           "local_unparsable": module.ptr.last.get("unparsable", 0)})
+
+    def on_train_end(self, trainer, module):
+        import json
+        from pathlib import Path
+
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        record = {"switch": module.ptr.switch.state_dict(), "steps": self.steps, "calls": module.ptr.judge.calls}
+        (Path(self.out_dir) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_switch_counts_every_rank(judge_dir, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
+    config = yaml.safe_load((ROOT / "configs/emotionthinker/ptr_qwen2_audio_meld.yaml").read_text())
+    config["trainer"].update({
+        "max_steps": 3, "accelerator": "cpu", "devices": 2, "strategy": "ddp", "enable_progress_bar": False,
+        "val_check_interval": None, "limit_val_batches": 0, "num_sanity_val_steps": 0, "logger": False,
+        "enable_checkpointing": False,
+        "callbacks": [{"class_path": "tests.test_grpo_ptr.RecordPTRRank", "init_args": {"out_dir": str(tmp_path / "r")}}],
+    })
+    args = config["model"]["init_args"]
+    args.update({"model": str(tiny_model_dir("qwen2-audio")), "dtype": "float32", "gradient_checkpointing": False,
+                 "max_new_tokens": 4, "eval_max_new_tokens": 2, "num_generations": 2, "logprob_micro_batch": 4})
+    args["ptr"].update({"accuracy_threshold": 0.0, "accuracy_window": 1})
+    args["judge"].update({"model": str(judge_dir), "dtype": "float32", "max_new_tokens": 4})
+    config["data"].update({"data_dir": str(corpus.root), "num_workers": 0, "batch_size": 2})
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "emorl", "fit", "--config", str(path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "r" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["switch"] == ranks[1]["switch"]            # one history, one decision
+    assert [total for _, total in ranks[0]["switch"]["history"]] == [2 * 2 * 2]  # both ranks' answers
+    assert [s["on"] for s in ranks[0]["steps"]] == [False, True, True]
+    assert ranks[0]["calls"] == ranks[1]["calls"] == 2 * 4     # each rank judges its own answers
+    for step0, step1 in zip(ranks[0]["steps"][1:], ranks[1]["steps"][1:]):
+        assert step0["logged_unparsable"] == step1["logged_unparsable"] == step0["local_unparsable"] + step1["local_unparsable"]
