@@ -209,9 +209,23 @@ def completion_scores(
     prompt_index: torch.Tensor | None = None,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    share_prompts: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`completion_logprobs` plus, with ``with_entropy``, each position's next-token
-    entropy ``(N, T)`` (no grad; 0 where the mask is 0) from the same forward pass."""
+    entropy ``(N, T)`` (no grad; 0 where the mask is 0) from the same forward pass.
+
+    When several rows answer the same prompt (``prompt_index`` with repeats) each prompt runs
+    through the language model once and its answers attend to its keys and values
+    (:func:`emorl.lalm.prefix.shared_prompt_scores`; same values and gradients);
+    ``share_prompts=False`` runs every row as a full sequence.
+    """
+    if share_prompts and prompt_index is not None and len(torch.unique(prompt_index)) < len(prompt_index):
+        from emorl.lalm.prefix import shared_prompt_scores
+
+        if completion_mask is None:
+            completion_mask = torch.ones_like(completion_ids)
+        return shared_prompt_scores(backbone, prompt, completion_ids, completion_mask, prompt_index,
+                                    temperature, with_entropy)
     if prompt_index is not None:
         prompt = prompt.select(prompt_index.to(prompt.inputs_embeds.device))
     device = prompt.inputs_embeds.device
