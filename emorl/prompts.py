@@ -149,6 +149,15 @@ FORMATS: dict[str, PromptFormat] = {
 
 QUESTION = "What is the emotion of the speaker in this audio? The options are: {options}."
 
+#: EmotionThinker-Base's prosody-description task (:mod:`emorl.prosody.task`): the voice's pitch,
+#: loudness and speaking rate from the audio alone, in the caption's words. Its answers are read by
+#: :func:`emorl.prosody.task.read_description`, not by a format regex.
+PROSODY_QUESTION = (
+    "Describe the speaker's voice in this audio: its pitch (low, normal or high), its loudness "
+    "(soft, normal or loud) and its speaking rate (slow, normal or fast). Answer in the format "
+    "pitch: level; loudness: level; rate: level."
+)
+
 
 def get_format(name: str) -> PromptFormat:
     """The :class:`PromptFormat` called ``name`` (case-insensitive); a clear error for others."""

@@ -17,17 +17,30 @@ trains the whole language model. Checkpoints hold only the trained weights (LoRA
 trained projector: a few MB for the 7B model); ``emorl test --ckpt_path`` loads them onto the base
 model named in the config. Validation and test generate answers greedily and score them like the
 zero-shot module (UA / WA / F1 / parse rate, predictions files, sample answers in TensorBoard).
+
+EmotionThinker-Base (``configs/emotionthinker/base_prosody_*.yaml``, ``docs/prosody.md``): with
+``tasks`` (e.g. ``{emotion: 1.0, prosody: 1.0}``) each clip of an epoch trains on one task drawn by
+:class:`emorl.prosody.task.TaskMix` from (``task_seed``, epoch, key): the emotion answer above,
+or the description of its pitch, loudness and speaking rate (:data:`emorl.prompts.PROSODY_QUESTION`
+-> :func:`emorl.prosody.task.describe_prosody` of the row's measured bins). A clip drawn for the
+description whose row has no bins trains on the emotion task (counted, logged). Validation and
+test then also describe every clip with bins and log ``val/prosody/{pitch,energy,rate}_acc``,
+``mean_acc``, ``named_rate`` and ``faithfulness`` (``test/<set>/prosody/...``). Without ``tasks``
+the module is the plain emotion SFT. ``init_checkpoint`` starts from the trained weights of an
+earlier SFT run (stage 1 -> stage 2), as :class:`emorl.models.grpo.GRPOLALM`'s does.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from pathlib import Path
 
 import lightning as L
 import torch
 
 from emorl.lalm import load_backbone
-from emorl.lalm.generation import completion_logprobs
+from emorl.lalm.generation import completion_logprobs, generate
 from emorl.lalm.inputs import build_prompts, embed_prompts
 from emorl.models.evaluation import StageMetrics
 from emorl.models.lalm_common import (
@@ -38,11 +51,14 @@ from emorl.models.lalm_common import (
     enter_train_mode,
     finish_test,
     keep_trainable_weights,
+    log_answer_samples,
     predict_batch,
     target_ids,
     test_batch,
 )
-from emorl.prompts import DEFAULT_SYSTEM_PROMPT, target_text
+from emorl.prompts import DEFAULT_SYSTEM_PROMPT, PROSODY_QUESTION, build_messages, target_text
+from emorl.prosody.task import TaskMix, describe_prosody, known_levels, read_description, row_bins
+from emorl.prosody.task_metrics import DescriptionAccuracy
 from emorl.reasoning import template_rationale, template_reasoning
 
 log = logging.getLogger(__name__)
@@ -71,16 +87,45 @@ def sft_target(format_name: str, label: str, row: dict | None, reasoning: str = 
     return target_text("ir", label)
 
 
+def load_trained_weights(module: L.LightningModule, path: str | Path) -> None:
+    """Put an emorl checkpoint's trained weights (LoRA, projector, ...) onto ``module``.
+
+    The checkpoint must come from a module with the same trainable weights (same LoRA options,
+    projector and full-fine-tuning choices): anything else is refused with a clear error.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"init_checkpoint {path}: no such file")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    check_trainable_weights(module, state)
+    own = module.state_dict()
+    reshaped = [f"{name} {tuple(value.shape)} (here {tuple(own[name].shape)})"
+                for name, value in state["state_dict"].items() if name in own and own[name].shape != value.shape]
+    if reshaped:  # same names, other LoRA rank: say so before load_state_dict lists every tensor
+        raise RuntimeError(f"init_checkpoint {path}: the checkpoint's trained weights do not fit this model "
+                           f"(different LoRA rank?): {len(reshaped)} of other shapes, e.g. {reshaped[0]}")
+    _, unexpected = module.load_state_dict(state["state_dict"], strict=False)
+    if unexpected:
+        raise RuntimeError(f"init_checkpoint {path}: unknown weights {unexpected[:3]}")
+
+
 class SFTLALM(L.LightningModule):
     """Supervised fine-tuning of Qwen2-Audio / the Qwen2.5-Omni thinker on emotion answers.
 
     Args:
         class_names: the emotion options (linked from the DataModule's label set).
         model: a zoo name or a local folder (the base model; checkpoints add the trained weights).
+        init_checkpoint: an emorl SFT checkpoint (same LoRA / projector options) whose trained
+            weights start this run, e.g. EmotionThinker-Base before the emotion-reasoning SFT.
         prompt_format: ``ir`` (the paper's SFT + IR), ``eur`` or ``esr`` (reasoning targets).
         reasoning: where ``eur`` / ``esr`` targets get their reasoning when a manifest row has none:
             ``manifest`` (no template: an IR target, counted in the log) or ``template``
             (:mod:`emorl.reasoning`: transcript, key words, prosody caption, label).
+        tasks: the SFT task mix, ``{emotion: w, prosody: w}`` (or a list of names, equal weights):
+            each clip's task per epoch is drawn from these weights (:class:`TaskMix`); ``null``:
+            the emotion task alone. The emotion metrics are computed when ``emotion`` has a
+            weight, the description accuracies when ``prosody`` has one.
+        task_seed: seeds the task draw (same seed, epoch and clip key: same task).
+        prosody_max_new_tokens: description length at validation / test.
         system_prompt / shuffle_options / prompt_seed: see :class:`emorl.models.lalm_common.PromptBuilder`.
         lora: LoRA options (``r``, ``alpha``, ``dropout``, ``target_modules``); ``null`` with
             ``full_finetune: true`` for full fine-tuning.
@@ -96,8 +141,12 @@ class SFTLALM(L.LightningModule):
         self,
         class_names: list[str],
         model: str = "qwen2-audio-7b-instruct",
+        init_checkpoint: str | None = None,
         prompt_format: str = "ir",
         reasoning: str = "manifest",
+        tasks: dict[str, float] | list | None = None,
+        task_seed: int = 0,
+        prosody_max_new_tokens: int = 24,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         shuffle_options: bool = False,
         prompt_seed: int = 0,
@@ -120,6 +169,8 @@ class SFTLALM(L.LightningModule):
         if lora is None and not full_finetune:
             lora = dict(DEFAULT_LORA)
         self.prompts = PromptBuilder(class_names, prompt_format, system_prompt, shuffle_options, prompt_seed)
+        self.task_mix = TaskMix.from_config(tasks, task_seed)
+        self.prosody_messages = build_messages(PROSODY_QUESTION, system_prompt)
         self.backbone = load_backbone(
             model, dtype=dtype, attn_implementation=attn_implementation,
             gradient_checkpointing=gradient_checkpointing, lora=None if full_finetune else lora,
@@ -130,21 +181,56 @@ class SFTLALM(L.LightningModule):
         self.strict_loading = False  # checkpoints hold only the trained weights
         self.test_results: dict[str, dict[str, float]] = {}
         self.fallback_targets = 0
+        self.val_description = DescriptionAccuracy()
+        self.test_descriptions: dict[str, DescriptionAccuracy] = {}  # per test set, made on demand
+        self.description_samples: dict[str, list[dict]] = {}
+        self.task_counts: Counter = Counter()  # training clips per task, this epoch
+        self.fallback_tasks = 0  # training clips drawn for prosody whose row had no bins, this epoch
+        if init_checkpoint:
+            load_trained_weights(self, init_checkpoint)
+
+    def uses(self, task: str) -> bool:
+        """Whether ``task`` (``emotion`` / ``prosody``) is trained, hence evaluated."""
+        return task == "emotion" if self.task_mix is None else self.task_mix.uses(task)
 
     # -- training ---------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         enter_train_mode(self)
 
-    def sft_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
-        """Mean NLL of the target tokens of a DataModule batch, and the number of target tokens."""
+    def plan_tasks(self, batch: dict, epoch: int | None) -> list[str]:
+        """Each clip's task: ``emotion`` without a mix; else :meth:`TaskMix.plan` for ``epoch``
+        (``None``: validation, one fixed draw, not counted)."""
+        keys = batch["key"]
+        if self.task_mix is None:
+            return ["emotion"] * len(keys)
+        rows = batch.get("row") or [None] * len(keys)
+        tasks, fallbacks = self.task_mix.plan(keys, rows, "val" if epoch is None else epoch)
+        if epoch is not None:
+            self.task_counts.update(tasks)
+            self.fallback_tasks += fallbacks
+        return tasks
+
+    def sft_loss(self, batch: dict, epoch: int | None = None) -> tuple[torch.Tensor, int]:
+        """Mean NLL of the target tokens of a DataModule batch, and the number of target tokens.
+
+        ``epoch`` draws the task mix's tasks of that training epoch (``None``: validation).
+        """
         names = self.hparams.class_names
         labels = [names[int(i)] for i in batch["label"]]
         rows = batch.get("row") or [None] * len(labels)
-        targets = [sft_target(self.prompts.format.name, label, row, self.hparams.reasoning)
-                   for label, row in zip(labels, rows)]
+        tasks = self.plan_tasks(batch, epoch)
+        messages = self.prompts.messages(batch["key"])
+        targets = []
+        for i, (task, label, row) in enumerate(zip(tasks, labels, rows)):
+            if task == "prosody":
+                messages[i] = self.prosody_messages
+                targets.append(describe_prosody(row_bins(row)))
+            else:
+                targets.append(sft_target(self.prompts.format.name, label, row, self.hparams.reasoning))
         if self.prompts.format.reasoning:
-            self.fallback_targets += sum(t.startswith("<answer>") for t in targets)
-        inputs = build_prompts(self.backbone, self.prompts.messages(batch["key"]), clips_from_batch(batch))
+            self.fallback_targets += sum(target.startswith("<answer>")
+                                         for target, task in zip(targets, tasks) if task == "emotion")
+        inputs = build_prompts(self.backbone, messages, clips_from_batch(batch))
         grad = torch.enable_grad() if self.hparams.train_projector or self.hparams.full_finetune else torch.no_grad()
         with grad:
             prompt = embed_prompts(self.backbone, inputs)
@@ -156,7 +242,7 @@ class SFTLALM(L.LightningModule):
     def training_step(self, batch: dict | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:
             return None
-        loss, tokens = self.sft_loss(batch)
+        loss, tokens = self.sft_loss(batch, self.current_epoch)
         size = len(batch["key"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/target_tokens", float(tokens), batch_size=size)
@@ -167,6 +253,19 @@ class SFTLALM(L.LightningModule):
             log.warning("%d training targets had no reasoning in their manifest row and used an IR "
                         "target instead", self.fallback_targets)
             self.fallback_targets = 0
+        if self.task_mix is not None:
+            counts = {task: self.task_counts.get(task, 0) for task in ("emotion", "prosody")}
+            self.log_dict({f"train/tasks/{task}": float(n) for task, n in counts.items()}
+                          | {"train/tasks/prosody_fallbacks": float(self.fallback_tasks)},
+                          reduce_fx="sum", sync_dist=True)
+            log.info("epoch %d: %d clips on the emotion task, %d on the prosody description",
+                     self.current_epoch, counts["emotion"], counts["prosody"])
+            if self.fallback_tasks:
+                log.warning("%d training clips drawn for the prosody description have no prosody bins "
+                            "in their manifest row (run `emorl data prosody` on the corpus) and trained "
+                            "on the emotion task instead", self.fallback_tasks)
+            self.task_counts.clear()
+            self.fallback_tasks = 0
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
@@ -183,23 +282,61 @@ class SFTLALM(L.LightningModule):
     def _answer(self, batch: dict):
         return answer_batch(self.backbone, self.prompts, batch, self.hparams.max_new_tokens)
 
+    def describe(self, batch: dict) -> tuple[list[str], list[dict], list[str]]:
+        """Greedy descriptions of the batch's clips that have known bins: ``(texts, bins, keys)``."""
+        rows = batch.get("row") or [None] * len(batch["key"])
+        chosen = [i for i, row in enumerate(rows) if known_levels(row_bins(row))]
+        if not chosen:
+            return [], [], []
+        clips = clips_from_batch(batch)
+        inputs = build_prompts(self.backbone, [self.prosody_messages] * len(chosen), [clips[i] for i in chosen])
+        result = generate(self.backbone, inputs, max_new_tokens=self.hparams.prosody_max_new_tokens, stop_strings=None)
+        return result.texts, [row_bins(rows[i]) for i in chosen], [batch["key"][i] for i in chosen]
+
     def validation_step(self, batch: dict | None, batch_idx: int) -> None:
         if batch is None:
             return
         with torch.no_grad():
             loss, _ = self.sft_loss(batch)
         self.log("val/loss", loss, batch_size=len(batch["key"]), sync_dist=True)
-        _, preds, _ = self._answer(batch)
-        self.metrics.update("val", preds.to(self.device), batch["label"])
+        if self.uses("emotion"):
+            _, preds, _ = self._answer(batch)
+            self.metrics.update("val", preds.to(self.device), batch["label"])
+        if self.uses("prosody"):
+            texts, bins, _ = self.describe(batch)
+            self.val_description.update(texts, bins)
 
     def on_validation_epoch_end(self) -> None:
         self.metrics.log_validation(self)
+        if self.uses("prosody"):  # on every rank: compute() gathers the counts of all of them
+            scores = self.val_description.compute()
+            if scores["clips"] > 0:
+                self.log_dict({f"val/prosody/{name}": value for name, value in scores.items()})
+            self.val_description.reset()
 
     def test_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> dict | None:
-        return test_batch(self, batch, dataloader_idx)
+        outputs = test_batch(self, batch, dataloader_idx) if self.uses("emotion") else None
+        if batch is not None and self.uses("prosody"):
+            name = self.trainer.datamodule.test_names[dataloader_idx]
+            texts, bins, keys = self.describe(batch)
+            if name not in self.test_descriptions:
+                self.test_descriptions[name] = DescriptionAccuracy().to(self.device)
+            self.test_descriptions[name].update(texts, bins)
+            self.description_samples.setdefault(name, []).extend(
+                {"key": key, "label": describe_prosody(b), "prediction": describe_prosody(read_description(text)),
+                 "text": text}
+                for key, b, text in zip(keys, bins, texts))
+        return outputs
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = finish_test(self)
+        self.test_results = finish_test(self) if self.uses("emotion") else {}
+        for name, metric in self.test_descriptions.items():
+            scores = {f"prosody/{k}": float(v) for k, v in metric.compute().items()}
+            self.log_dict({f"test/{name}/{k}": v for k, v in scores.items()})
+            self.test_results.setdefault(name, {}).update(scores)
+            log_answer_samples(self, f"test/{name}/descriptions", self.description_samples.pop(name, []),
+                               self.hparams.answers_to_log)
+            metric.reset()
 
     def predict_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         return predict_batch(self, batch, dataloader_idx)

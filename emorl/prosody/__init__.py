@@ -52,6 +52,7 @@ from emorl.prosody.measures import (
     voice_quality,
 )
 from emorl.prosody.syllables import count_syllables, word_syllables
+from emorl.prosody.task import TaskMix, describe_prosody, read_description, score_description
 
 __all__ = [
     "ACTIVE_BELOW_PEAK_DB", "ACTIVE_FLOOR_DB", "ALL", "BINNED", "BINS", "FALLBACKS", "FMAX", "FMIN", "HOP",
@@ -59,4 +60,5 @@ __all__ = [
     "SAMPLE_RATE", "UNKNOWN", "ZERO_IS_LOW", "ProsodyMeasures", "ProsodyThresholds", "annotate",
     "count_syllables", "fit_thresholds", "measure_prosody", "prosody_caption", "semitones_re",
     "speaker_medians", "voice_quality", "word_syllables",
+    "TaskMix", "describe_prosody", "read_description", "score_description",
 ]
