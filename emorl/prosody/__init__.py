@@ -18,7 +18,9 @@ The pipeline (``docs/prosody.md``) in three pure steps, one module each:
 :mod:`emorl.prosody.corpus` runs them over a prepared corpus (``emorl data prosody``); it is
 not imported here, so that ``import emorl.prosody`` stays light (numpy only; librosa and Praat
 load when a clip is measured). :mod:`emorl.prosody.task` is EmotionThinker-Base's
-prosody-description task (the target wording from a clip's bins and its reader).
+prosody-description task (the target wording from a clip's bins, its reader, the SFT task mix);
+:mod:`emorl.prosody.task_metrics` its accuracy (torchmetrics: not imported here).
+:mod:`emorl.prosody.claims` reads what a free text claims about the voice.
 """
 
 from emorl.prosody.bins import (
