@@ -144,6 +144,31 @@ def test_the_stop_string_criterion_is_built_once_per_tokenizer(monkeypatch):
     assert first.texts == second.texts
 
 
+def test_the_token_end_filter_gives_the_full_stop_string_check():
+    from transformers import StopStringCriteria
+
+    from emorl.lalm.generation import stop_string_criteria
+
+    tokenizer = backbone_of("qwen2-audio").tokenizer
+    stops = ("</answer>", "</think>")
+    full = StopStringCriteria(tokenizer=tokenizer, stop_strings=list(stops))
+    filtered = stop_string_criteria(tokenizer, stops)
+    generator = torch.Generator().manual_seed(0)
+    rows = [torch.randint(0, len(tokenizer), (12,), generator=generator) for _ in range(200)]
+    for text in ("so the answer is <answer>happy</answer>", "<think>calm</think>", "</answer", "x</answer>>"):
+        ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"])
+        rows.append(torch.cat([torch.randint(0, len(tokenizer), (12,), generator=generator), ids])[-12:])
+    for pieces in (["</", "ans", "wer", ">"], ["</answer", ">"]):  # the same text, other tokenizations
+        ids = [i for p in pieces for i in tokenizer(p, add_special_tokens=False)["input_ids"]]
+        rows.append(torch.tensor(([0] * 12 + ids)[-12:]))
+    batch = torch.stack(rows)
+    expected = full(batch, None)
+    assert 3 <= int(expected.sum()) < len(rows)
+    assert torch.equal(filtered(batch, None), expected)
+    for row in batch:  # one row at a time too: the skip path returns False
+        assert bool(filtered(row[None], None)[0]) == bool(full(row[None], None)[0])
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_log_probs_from_reused_embeddings_equal_a_normal_forward(family):
     backbone = backbone_of(family)

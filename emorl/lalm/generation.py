@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from transformers import StoppingCriteria
 
 from emorl.lalm.inputs import PromptBatch, PromptEmbeds, embed_prompts, position_ids
 
@@ -57,20 +58,43 @@ def _as_embeds(backbone, inputs: PromptBatch | PromptEmbeds) -> PromptEmbeds:
 _STOP_CRITERIA: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def stop_string_criteria(tokenizer, stop_strings: Sequence[str]):
-    """A ``StopStringCriteria`` for ``tokenizer``, built once per tokenizer and stop-string set.
+class _StopStringsAtTokenEnds(StoppingCriteria):
+    """transformers' ``StopStringCriteria``, run only when some row's newest token can end a stop string.
 
-    ``generate(stop_strings=...)`` rebuilds it on every call, and building it walks the whole
-    vocabulary (``get_vocab`` and a cache key over every token): ~1.4 s per call at Qwen2's 151k
-    tokens, i.e. once per GRPO step. The criterion holds no per-call state, so one object serves
-    every call.
+    A stop string is matched when the text ends with it, so the newest token must end with a piece
+    of it (``StopStringCriteria`` calls that a positive end length). A lookup over the vocabulary
+    says which tokens can; most decoding steps end with none of them and skip the full check
+    (about 8 % of decoding time on the tiny model). Same answers as the full check (tested).
+    """
+
+    def __init__(self, criterion) -> None:
+        self.criterion = criterion
+        first_end = criterion.max_valid_positions * criterion.num_stop_strings
+        self.can_end = (criterion.embedding_vec[:, first_end:-1] > 0).any(-1)
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        if self.can_end.device != input_ids.device:
+            self.can_end = self.can_end.to(input_ids.device)
+        ends = self.can_end[input_ids[:, -1].clamp(0, self.can_end.numel() - 1)]
+        if not bool(ends.any()):
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return self.criterion(input_ids, scores, **kwargs) & ends
+
+
+def stop_string_criteria(tokenizer, stop_strings: Sequence[str]):
+    """A stop-string stopping criterion for ``tokenizer``, built once per tokenizer and stop-string set.
+
+    ``generate(stop_strings=...)`` rebuilds transformers' ``StopStringCriteria`` on every call, and
+    building it walks the whole vocabulary (``get_vocab`` and a cache key over every token): ~1.4 s
+    per call at Qwen2's 151k tokens, i.e. once per GRPO step. The criterion holds no per-call
+    state, so one object serves every call.
     """
     from transformers import StopStringCriteria
 
     per_tokenizer = _STOP_CRITERIA.setdefault(tokenizer, {})
     key = tuple(stop_strings)
     if key not in per_tokenizer:
-        per_tokenizer[key] = StopStringCriteria(tokenizer=tokenizer, stop_strings=list(key))
+        per_tokenizer[key] = _StopStringsAtTokenEnds(StopStringCriteria(tokenizer=tokenizer, stop_strings=list(key)))
     return per_tokenizer[key]
 
 
