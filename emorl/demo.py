@@ -14,6 +14,7 @@ Every stage is an ordinary config: ``emorl fit --config ...`` runs it alone.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 SFT_CONFIG = "configs/demo/tiny_sft_esr.yaml"
@@ -55,22 +56,36 @@ def run_emorl_demo(
     from emorl.commands import resolve_config
     from emorl.metrics import format_table
 
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name], clock = now - clock, now
+
     prepared, model = prepare_demo_data(data_root)
+    lap("data")
     sft_overrides = [] if sft_epochs is None else ["--trainer.max_epochs", str(sft_epochs)]
     print("[demo] stage 1/3: SFT warm start on ESR answers", flush=True)
     sft = _stage(resolve_config(SFT_CONFIG), prepared, model, sft_overrides)
     warm_start = sft.trainer.checkpoint_callback.last_model_path
+    lap("SFT")
     print(f"[demo] stage 2/3: GRPO (ESWR + ESR) from {warm_start}", flush=True)
     grpo_overrides = ["--model.init_args.init_checkpoint", warm_start]
     if grpo_steps is not None:
         grpo_overrides += ["--trainer.max_steps", str(grpo_steps)]
     grpo = _stage(resolve_config(GRPO_CONFIG), prepared, model, grpo_overrides)
+    lap("GRPO")
     print("[demo] stage 3/3: the held-out actors", flush=True)
     results = {}
     for name, cli in (("sft_esr", sft), ("emorl_esr", grpo)):
         cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
         results[name] = cli.model.test_results
+    lap("tests")
     rows = {f"{name} {test_set}": scores for name, sets in results.items() for test_set, scores in sets.items()}
     print(f"\n[demo] held-out actors (runs: {sft.trainer.log_dir}, {grpo.trainer.log_dir}):")
     print(format_table(rows))
+    print("[demo] wall time: " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
+          + f" (total {sum(seconds.values()) / 60:.1f} min)")
     return results

@@ -26,6 +26,11 @@ table (``StopStringCriteria``) on every ``generate`` call, its cache never hitti
 ``tokenizer.get_vocab()`` comes back in a different order each call; that is about 8 ms at 640
 tokens and 1.4 s for a Qwen2Tokenizer of Qwen2's size, 151,647 tokens (a synthetic vocabulary,
 timed on this repo's 2-core CPU machine), per GRPO step.
+emorl now builds it once per tokenizer (``emorl.lalm.generation.stop_string_criteria``).
+
+The floor runs the policy and reference passes as full sequences (prompt + answer, G times per
+prompt), as TRL does; emorl's passes run each prompt once and share its keys and values among its
+G answers (``emorl.lalm.prefix``), so emorl's step can be below its floor.
 
 On a GPU machine with torch, transformers, peft and lightning (nothing else of emorl's
 dependencies is needed: no librosa, soundfile, jsonargparse or datasets; the script puts the

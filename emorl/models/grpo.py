@@ -52,6 +52,7 @@ from emorl.models.lalm_common import (
     enter_train_mode,
     finish_test,
     keep_trainable_weights,
+    load_trained_weights,
     log_answer_samples,
     predict_batch,
     test_batch,
@@ -165,17 +166,10 @@ class GRPOLALM(L.LightningModule):
         self.alpha = float(alpha_start)
         self.test_results: dict[str, dict[str, float]] = {}
         if init_checkpoint:
-            self._load_init_checkpoint(init_checkpoint)
+            load_trained_weights(self, init_checkpoint)
         self.reference = None
         if full_finetune and beta > 0:  # no adapter to switch off: a frozen copy of the start (never saved)
             self.reference = [copy.deepcopy(self.backbone.hf_model).requires_grad_(False).eval()]
-
-    def _load_init_checkpoint(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        check_trainable_weights(self, state)
-        missing, unexpected = self.load_state_dict(state["state_dict"], strict=False)
-        if unexpected:
-            raise RuntimeError(f"init_checkpoint {path}: unknown weights {unexpected[:3]}")
 
     def on_fit_start(self) -> None:
         # without it the policy pass would run in eval mode: no LoRA dropout, no gradient checkpointing

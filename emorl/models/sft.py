@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -51,6 +50,7 @@ from emorl.models.lalm_common import (
     enter_train_mode,
     finish_test,
     keep_trainable_weights,
+    load_trained_weights,
     log_answer_samples,
     predict_batch,
     target_ids,
@@ -85,27 +85,6 @@ def sft_target(format_name: str, label: str, row: dict | None, reasoning: str = 
         if reasoning == "template":
             return target_text("esr", label, structured=template_reasoning(label, row))
     return target_text("ir", label)
-
-
-def load_trained_weights(module: L.LightningModule, path: str | Path) -> None:
-    """Put an emorl checkpoint's trained weights (LoRA, projector, ...) onto ``module``.
-
-    The checkpoint must come from a module with the same trainable weights (same LoRA options,
-    projector and full-fine-tuning choices): anything else is refused with a clear error.
-    """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"init_checkpoint {path}: no such file")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    check_trainable_weights(module, state)
-    own = module.state_dict()
-    reshaped = [f"{name} {tuple(value.shape)} (here {tuple(own[name].shape)})"
-                for name, value in state["state_dict"].items() if name in own and own[name].shape != value.shape]
-    if reshaped:  # same names, other LoRA rank: say so before load_state_dict lists every tensor
-        raise RuntimeError(f"init_checkpoint {path}: the checkpoint's trained weights do not fit this model "
-                           f"(different LoRA rank?): {len(reshaped)} of other shapes, e.g. {reshaped[0]}")
-    _, unexpected = module.load_state_dict(state["state_dict"], strict=False)
-    if unexpected:
-        raise RuntimeError(f"init_checkpoint {path}: unknown weights {unexpected[:3]}")
 
 
 class SFTLALM(L.LightningModule):
