@@ -264,7 +264,20 @@ def completion_scores(
         inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids(mask), use_cache=False
     ).last_hidden_state
     length = prompt.inputs_embeds.shape[1]
-    logits = hf_model.lm_head(hidden[:, length - 1 : -1]).float()
+    return token_scores(backbone, hidden[:, length - 1 : -1], completion_ids, completion_mask, temperature, with_entropy)
+
+
+def token_scores(
+    backbone,
+    hidden: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs ``(N, T)`` of ``completion_ids`` (and entropies, no grad) from the hidden states that
+    predict them (``hidden[:, t]`` predicts token ``t``); 0 where ``completion_mask`` is 0."""
+    logits = backbone.hf_model.lm_head(hidden).float()
     if temperature != 1.0:
         logits = logits / temperature
     log_probs = torch.log_softmax(logits, dim=-1)

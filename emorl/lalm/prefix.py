@@ -29,6 +29,7 @@ import contextlib
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from emorl.lalm.generation import token_scores
 from emorl.lalm.inputs import PromptEmbeds, position_ids
 
 
@@ -107,14 +108,4 @@ def shared_prompt_scores(
             cache_position=torch.arange(length, length + completion_ids.shape[1], device=device),
         ).last_hidden_state
     hidden = torch.cat([prompt_hidden[row_of].unsqueeze(1), answer_hidden[:, :-1]], dim=1)
-    logits = backbone.hf_model.lm_head(hidden).float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    log_probs = torch.log_softmax(logits, dim=-1)
-    keep = completion_mask.to(log_probs.dtype)
-    logp = log_probs.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) * keep
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = -(log_probs.exp() * log_probs).sum(-1) * keep
-    return logp, entropy
+    return token_scores(backbone, hidden, completion_ids, completion_mask, temperature, with_entropy)
