@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -47,3 +50,36 @@ def messages(n: int = 3) -> list[list[dict]]:
                  "Emotion:"]
     return [[{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": questions[i % 3]}]}]
             for i in range(n)]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_emorl_fit(config: dict, work_dir: Path) -> subprocess.CompletedProcess:
+    """``python -m emorl fit`` on ``config`` (written as YAML into ``work_dir``) in a subprocess,
+    run from ``work_dir`` with one thread per process; asserts it succeeded."""
+    import yaml
+
+    path = work_dir / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "emorl", "fit", "--config", str(path)], cwd=work_dir, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def reference_sft_loss(backbone, messages_per_clip, clips_, targets):
+    """transformers' own loss of ``targets`` after the prompts (the oracle for SFT losses)."""
+    import torch
+
+    from emorl.lalm.inputs import build_prompts
+    from emorl.models.lalm_common import target_ids
+
+    inputs = build_prompts(backbone, messages_per_clip, clips_)
+    ids, _ = target_ids(backbone.tokenizer, targets, backbone.pad_token_id)
+    full = torch.cat([inputs.input_ids, ids], 1)
+    labels = torch.cat([torch.full_like(inputs.input_ids, -100), ids], 1)
+    out = backbone.hf_model(input_ids=full, attention_mask=torch.ones_like(full), labels=labels,
+                            input_features=inputs.input_features, feature_attention_mask=inputs.feature_attention_mask)
+    return out.loss, ids.shape[1], inputs

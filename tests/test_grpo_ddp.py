@@ -5,16 +5,13 @@ both ranks, and the gradients are averaged (both ranks end with the same LoRA we
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.corpus_factory import make_tiny_corpus
-from tests.lalm_fixtures import tiny_model_dir
+from tests.lalm_fixtures import run_emorl_fit, tiny_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,12 +36,7 @@ def test_two_process_ddp_grpo_steps(tmp_path):
         "loss_type": "dapo",
     })
     config["data"].update({"data_dir": str(corpus.root), "num_workers": 0, "batch_size": 2})
-    path = tmp_path / "ddp.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "emorl", "fit", "--config", str(path)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_emorl_fit(config, tmp_path)
     ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
     assert [r["global_step"] for r in ranks] == [3, 3]

@@ -15,7 +15,7 @@ from emorl.models.grpo import GRPOLALM
 from emorl.rl.advantages import group_advantages
 from emorl.textlm import TextLM, build_tiny_text_lm
 from tests.corpus_factory import make_tiny_corpus
-from tests.lalm_fixtures import clips, tiny_model_dir
+from tests.lalm_fixtures import clips, run_emorl_fit, tiny_model_dir
 
 CLASSES = ["neutral", "happy", "sad", "angry"]
 PTR = {"w_format": 0.3, "w_outcome": 1.0, "w_reason": 0.5, "format": "format_eur", "outcome": "bcr",
@@ -312,9 +312,6 @@ class RecordPTRRank(L.Callback):
 @pytest.mark.slow
 def test_two_process_ddp_switch_counts_every_rank(judge_dir, tmp_path):
     import json
-    import os
-    import subprocess
-    import sys
 
     import yaml
 
@@ -332,12 +329,7 @@ def test_two_process_ddp_switch_counts_every_rank(judge_dir, tmp_path):
     args["ptr"].update({"accuracy_threshold": 0.0, "accuracy_window": 1})
     args["judge"].update({"model": str(judge_dir), "dtype": "float32", "max_new_tokens": 4})
     config["data"].update({"data_dir": str(corpus.root), "num_workers": 0, "batch_size": 2})
-    path = tmp_path / "ddp.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "emorl", "fit", "--config", str(path)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_emorl_fit(config, tmp_path)
     ranks = [json.loads((tmp_path / "r" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["switch"] == ranks[1]["switch"]            # one history, one decision
     assert [total for _, total in ranks[0]["switch"]["history"]] == [2 * 2 * 2]  # both ranks' answers

@@ -10,11 +10,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import emorl.models.lalm_common as lalm_common
 from emorl.cli import main
-from emorl.lalm.inputs import build_prompts
-from emorl.models.lalm_common import PromptBuilder, clips_from_batch, label_ids, target_ids
+from emorl.models.lalm_common import PromptBuilder, clips_from_batch, label_ids
 from emorl.models.sft import SFTLALM, sft_target
 from tests.corpus_factory import make_tiny_corpus
-from tests.lalm_fixtures import tiny_model_dir
+from tests.lalm_fixtures import reference_sft_loss, tiny_model_dir
 
 ZERO_SHOT = "configs/lalm/qwen2_audio_zeroshot_{}.yaml"
 CPU = ["--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--data.num_workers", "0"]
@@ -112,14 +111,10 @@ def test_sft_loss_equals_the_models_own_loss_on_answer_tokens_only(corpus):
              "key": ["k"], "row": [{}]}
     loss, tokens = module.sft_loss(batch)
     backbone = module.backbone
-    inputs = build_prompts(backbone, module.prompts.messages(["k"]), clips_from_batch(batch))
-    ids, _ = target_ids(backbone.tokenizer, ["<answer>sad</answer>"], backbone.pad_token_id)
-    full = torch.cat([inputs.input_ids, ids], 1)
-    labels = torch.cat([torch.full_like(inputs.input_ids, -100), ids], 1)
-    out = backbone.hf_model(input_ids=full, attention_mask=torch.ones_like(full), labels=labels,
-                            input_features=inputs.input_features, feature_attention_mask=inputs.feature_attention_mask)
-    assert tokens == ids.shape[1]
-    assert loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
+    expected, target_tokens, _ = reference_sft_loss(
+        backbone, module.prompts.messages(["k"]), clips_from_batch(batch), ["<answer>sad</answer>"])
+    assert tokens == target_tokens
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_sft_fit_saves_only_lora_weights_and_test_reloads_them(corpus, tmp_path, monkeypatch, capsys):

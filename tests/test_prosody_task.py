@@ -22,7 +22,6 @@ from emorl.cli import EmorlCLI
 from emorl.data.datamodule import EmoDataModule
 from emorl.data.manifest import write_prepared_corpus
 from emorl.labels import LabelSet
-from emorl.lalm.inputs import build_prompts
 from emorl.models.lalm_common import clips_from_batch, keep_trainable_weights, target_ids
 from emorl.models.sft import SFTLALM, sft_target
 from emorl.prompts import PROSODY_QUESTION
@@ -38,7 +37,7 @@ from emorl.prosody.task import (
     score_description,
 )
 from emorl.prosody.task_metrics import DescriptionAccuracy
-from tests.lalm_fixtures import tiny_model_dir
+from tests.lalm_fixtures import reference_sft_loss, tiny_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = ("low", "normal", "high")
@@ -207,15 +206,11 @@ def test_the_description_loss_equals_the_models_own_loss_on_the_description_toke
     batch = _batch([{"prosody": {"bins": BINS}}])
     loss, tokens = module.sft_loss(batch, epoch=0)
     backbone = module.backbone
-    inputs = build_prompts(backbone, [module.prosody_messages], clips_from_batch(batch))
+    expected, target_tokens, inputs = reference_sft_loss(
+        backbone, [module.prosody_messages], clips_from_batch(batch), ["pitch: high; loudness: soft; rate: normal"])
     assert PROSODY_QUESTION in backbone.tokenizer.decode(inputs.input_ids[0])
-    ids, _ = target_ids(backbone.tokenizer, ["pitch: high; loudness: soft; rate: normal"], backbone.pad_token_id)
-    full = torch.cat([inputs.input_ids, ids], 1)
-    labels = torch.cat([torch.full_like(inputs.input_ids, -100), ids], 1)
-    out = backbone.hf_model(input_ids=full, attention_mask=torch.ones_like(full), labels=labels,
-                            input_features=inputs.input_features, feature_attention_mask=inputs.feature_attention_mask)
-    assert tokens == ids.shape[1]
-    assert loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
+    assert tokens == target_tokens
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_training_counts_tasks_and_fallbacks_and_logs_them(caplog, monkeypatch):
