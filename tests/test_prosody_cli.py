@@ -1,6 +1,8 @@
 """`emorl data prosody`: bins and captions land in the manifests, bad clips are counted, reruns are no-ops."""
 
 import json
+import multiprocessing
+import os
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from emorl.cli import main
 from emorl.data.manifest import fold_path, load_prepared_corpus, write_prepared_corpus
 from emorl.labels import LabelSet
 from emorl.prosody import BINNED, ProsodyMeasures, measure_prosody
+from emorl.prosody import corpus as prosody_corpus
 from emorl.prosody.corpus import annotate_corpus, load_thresholds
 from emorl.reasoning import prosody_text
 
@@ -141,4 +144,23 @@ def test_worker_processes_give_the_same_files(annotated):
     before = _files(annotated)
     report = annotate_corpus(annotated.root, workers=2, overwrite=True)
     assert report.measured == 13 and report.failed["missing"] == ["missing"]
+    assert _files(annotated) == before
+
+
+_MEASURE_CLIP = prosody_corpus._measure_clip
+
+
+def _measure_or_die(job):
+    """In a worker process: die at once, as a crash in a native library would; in the main one: measure."""
+    if multiprocessing.parent_process() is not None:
+        os._exit(139)
+    return _MEASURE_CLIP(job)
+
+
+def test_a_dead_worker_process_costs_no_clip(annotated, monkeypatch):
+    before = _files(annotated)
+    monkeypatch.setattr(prosody_corpus, "_measure_clip", _measure_or_die)
+    report = annotate_corpus(annotated.root, workers=2, overwrite=True)
+    assert report.measured_after_crash == 15 and report.measured == 13  # + a missing and a corrupt clip
+    assert "a worker process died: 15 clip(s) measured in the main process" in report.format()
     assert _files(annotated) == before

@@ -80,8 +80,11 @@ _HOP_S = _HOP / SAMPLE_RATE
 @lru_cache(maxsize=1)
 def _analysis_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hann window, mel filter bank (n_mels, bins) and DCT-II matrix (n_mfcc, n_mels)."""
-    import librosa
     from scipy.fft import dct
+
+    from emorl.librosa_safe import import_librosa
+
+    librosa = import_librosa()
 
     window = np.hanning(_FRAME + 2)[1:-1].astype(np.float32)
     mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=_N_FFT, n_mels=_N_MELS, fmin=0.0, fmax=SAMPLE_RATE / 2)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -46,6 +48,7 @@ class ProsodyReport:
     num_clips: int = 0
     measured: int = 0  #: measured in this run
     reused: int = 0  #: stored measures kept (no ``--overwrite``)
+    measured_after_crash: int = 0  #: measured in the main process after a worker process died
     failed: dict[str, list[str]] = field(default_factory=lambda: {name: [] for name in FAILURES})
     fallbacks: dict[str, list[str]] = field(default_factory=lambda: {name: [] for name in P.FALLBACKS})
     rate_sources: Counter = field(default_factory=Counter)
@@ -71,6 +74,8 @@ class ProsodyReport:
         head = (f"{self.root}: prosody of {self.num_clips} clips ({self.measured} measured, "
                 f"{self.reused} reused, {self.num_failed} failed) in {self.seconds:.1f} s")
         lines = [head]
+        if self.measured_after_crash:
+            lines.append(f"  a worker process died: {self.measured_after_crash} clip(s) measured in the main process")
         for title, table in (("could not read", self.failed), ("fallback", self.fallbacks)):
             for name, keys in table.items():
                 if not keys:
@@ -107,6 +112,26 @@ def _measure_clip(job: tuple[str, int | None, str | None]) -> tuple[str, Any]:
         return "ok", P.measure_prosody(waveform, P.SAMPLE_RATE, transcript).to_dict()
     except Exception as err:  # noqa: BLE001 - a failure on one clip must not stop the corpus
         return "error", f"{type(err).__name__}: {err}"
+
+
+def _measure_in_workers(jobs: list, workers: int, report: ProsodyReport) -> Iterator[tuple[str, Any]]:
+    """:func:`_measure_clip` over ``jobs`` in ``workers`` processes, in order.
+
+    A worker that dies (a crash in a native library, the out-of-memory killer) breaks the whole
+    pool: the results already returned are kept, and the clips after them are measured in this
+    process instead, counted in ``report.measured_after_crash`` and logged.
+    """
+    done = 0
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            for result in pool.map(_measure_clip, jobs, chunksize=4):
+                done += 1
+                yield result
+    except BrokenProcessPool as err:
+        report.measured_after_crash = len(jobs) - done
+        log.warning("a prosody worker process died (%s) after %d of %d clips: measuring the other %d in this "
+                    "process", err, done, len(jobs), len(jobs) - done)
+        yield from map(_measure_clip, jobs[done:])
 
 
 def _parameters() -> dict[str, Any]:
@@ -146,8 +171,7 @@ def annotate_corpus(root: str | Path, workers: int = 1, overwrite: bool = False)
             yield result
 
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            results = list(progress(pool.map(_measure_clip, jobs, chunksize=4)))
+        results = list(progress(_measure_in_workers(jobs, workers, report)))
     else:
         results = list(progress(map(_measure_clip, jobs)))
     for row, (status, value) in zip(todo, results):

@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from emorl.librosa_safe import import_librosa
 from emorl.prosody.syllables import count_syllables
 
 SAMPLE_RATE = 16_000
@@ -105,6 +107,17 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
 
 
+def _pyin(librosa: ModuleType, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """librosa's pYIN with emorl's settings: F0 (Hz, NaN unvoiced), voiced flags, voicing probability."""
+    return librosa.pyin(segment, fmin=FMIN, fmax=FMAX, sr=SAMPLE_RATE, frame_length=PYIN_FRAME, hop_length=HOP,
+                        center=True, no_trough_prob=NO_TROUGH_PROB)
+
+
+def _warm_up_pyin(librosa: ModuleType) -> None:
+    """One pYIN call on a 0.3 s float32 tone: compiles every kernel :func:`_pyin` uses (see emorl.librosa_safe)."""
+    _pyin(librosa, np.sin(2 * np.pi * 200.0 * np.arange(4_800) / SAMPLE_RATE).astype(np.float32))
+
+
 def _pitch(y: np.ndarray, first: int, last: int, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """pYIN F0 (Hz) and frame times (s) of the voiced, active frames of the speech span.
 
@@ -112,15 +125,9 @@ def _pitch(y: np.ndarray, first: int, last: int, active: np.ndarray) -> tuple[np
     pYIN's ``no_trough_prob``; white noise does this): when fewer than
     :data:`MIN_VOICED_FRAMES` voiced frames have real support, the clip has no voiced frame.
     """
-    import librosa
-
     lo = max(0, first - _MARGIN_FRAMES)
     hi = min(len(active), last + _MARGIN_FRAMES + 1)
-    segment = y[lo * HOP : hi * HOP]
-    f0, voiced, probability = librosa.pyin(
-        segment, fmin=FMIN, fmax=FMAX, sr=SAMPLE_RATE, frame_length=PYIN_FRAME, hop_length=HOP, center=True,
-        no_trough_prob=NO_TROUGH_PROB,
-    )
+    f0, voiced, probability = _pyin(import_librosa(_warm_up_pyin), y[lo * HOP : hi * HOP])
     supported = voiced & (probability > 1.5 * NO_TROUGH_PROB)
     if supported.sum() < MIN_VOICED_FRAMES:
         return np.zeros(0), np.zeros(0)
