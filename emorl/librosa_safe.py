@@ -50,9 +50,10 @@ def import_librosa(warm_up: Callable[[ModuleType], object] | None = None) -> Mod
         return sys.modules["librosa"]
     with _thread_lock, FileLock(str(lock_path()), timeout=LOCK_TIMEOUT_S):
         if key not in _done:
+            # importing librosa.sequence and librosa.util compiles their declared-signature kernels
             import librosa
-            import librosa.sequence  # noqa: F401  importing these compiles their declared-signature kernels
-            import librosa.util  # noqa: F401
+            import librosa.sequence
+            import librosa.util
 
             if warm_up is not None:
                 warm_up(librosa)
