@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Sequence
 
@@ -14,6 +15,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from emorl.data.datamodule import EmoDataModule
 
+log = logging.getLogger(__name__)
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 DEFAULT_LOGGER = {
@@ -46,6 +48,24 @@ class EmorlCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """``validate / test / predict --ckpt_path``: the model's ``init_checkpoint`` is not loaded.
+
+        The checkpoint holds every trained weight the init checkpoint held (an init checkpoint
+        must have the same trainable weights), so loading it first changes nothing, and the file
+        it names may have moved since training. ``fit --ckpt_path`` keeps it (a full-fine-tuning
+        GRPO reference is a copy of the initial policy).
+        """
+        subcommand = self.config.get("subcommand")
+        if subcommand not in ("validate", "test", "predict"):
+            return
+        config = self.config[subcommand]
+        init_args = config.get("model", {}).get("init_args") if config.get("ckpt_path") else None
+        if init_args is not None and init_args.get("init_checkpoint"):
+            log.info("%s --ckpt_path: init_checkpoint %s not loaded (the checkpoint holds the trained weights)",
+                     subcommand, init_args.init_checkpoint)
+            init_args.init_checkpoint = None
 
     def instantiate_classes(self) -> None:
         if not self.parse_only:

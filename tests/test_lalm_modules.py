@@ -138,6 +138,12 @@ def test_sft_fit_saves_only_lora_weights_and_test_reloads_them(corpus, tmp_path,
     assert "tiny" in capsys.readouterr().out
     assert len(_rows(tmp_path / "runs" / "sft_ir_ravdess" / "version_1" / "predictions" / "tiny.jsonl")) == 4
 
+    # trained from an init checkpoint that has since moved: testing needs only the checkpoint itself
+    saved["hyper_parameters"]["init_checkpoint"] = str(tmp_path / "moved" / "sft.ckpt")
+    torch.save(saved, tmp_path / "from_init.ckpt")
+    main(["test", "--config", str(path), "--ckpt_path", str(tmp_path / "from_init.ckpt")])
+    assert len(_rows(tmp_path / "runs" / "sft_ir_ravdess" / "version_2" / "predictions" / "tiny.jsonl")) == 4
+
 
 def test_a_checkpoint_with_other_lora_options_is_refused(tmp_path):
     module = SFTLALM(["happy", "sad"], model=str(tiny_model_dir("qwen2-audio")), dtype="float32",
