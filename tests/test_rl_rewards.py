@@ -108,7 +108,23 @@ def test_reward_set_weights_and_components():
     assert parts["eswr"].tolist() == pytest.approx([1.0, 0.5 * 0.8535534, 0.0, 0.0])
     assert total.tolist() == pytest.approx([1.5, 0.5 * 0.8535534, 0.0, 0.0])
     bcr, _ = RewardSet.from_config(["bcr", "format_ir"])(answers, labels, context)
-    assert bcr.tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert bcr.tolist() == [1.0, 0.0, 0.0, 0.0]  # answer 2 is IR-shaped but wrong: no IR format reward
+
+
+@pytest.mark.parametrize("answer,label,ir,syntax", [
+    ("<answer>fear</answer>", "fear", 1.0, 1.0),
+    ("<answer> joy </answer>", "happy", 1.0, 1.0),  # a synonym of the true label
+    ("<answer>fear</answer>", "surprise", 0.0, 1.0),  # well delimited, wrong
+    ("The answer: <answer>fear</answer>", "fear", 0.0, 0.0),  # right, with text outside the tags
+    ("<answer>fear", "fear", 0.0, 0.0),
+    ("<answer>no idea</answer>", "fear", 0.0, 1.0),
+])
+def test_the_ir_format_reward_needs_a_correct_well_delimited_answer(answer, label, ir, syntax):
+    """EMO-RL 3.3.1: for IR the reward is granted only when the final answer is both correct and
+    correctly delimited by <answer> tags; ``format_ir_syntax`` checks the delimiting alone."""
+    context = RewardContext(classes=CORPUS_LABELS["meld"].classes)
+    _, parts = RewardSet.from_config(["format_ir", "format_ir_syntax"])([answer], [label], context)
+    assert (parts["format_ir"].item(), parts["format_ir_syntax"].item()) == (ir, syntax)
 
 
 def test_reward_config_errors_are_clear():

@@ -5,8 +5,11 @@ returns one float per answer. A :class:`RewardSet` is a weighted list of them, b
 such as ``[{name: format_esr, weight: 1.0}, {name: eswr, weight: 1.0}]`` (EMO-RL: R = R_format +
 R_acc), so every reward ablation of the paper's Table 3 is a config. Names (:data:`REWARDS`):
 
-- ``format_ir`` / ``format_eur`` / ``format_esr``: 1 when the whole answer matches the format's
-  regex (:mod:`emorl.prompts`), else 0;
+- ``format_eur`` / ``format_esr``: 1 when the whole answer matches the format's regex
+  (:mod:`emorl.prompts`), else 0;
+- ``format_ir``: 1 when the whole answer matches IR's regex **and** its label is the true one
+  (EMO-RL 3.3.1: for IR "the reward is granted only when the final answer is both correct and
+  correctly delimited by <answer> tags"); ``format_ir_syntax`` is the regex alone;
 - ``bcr``: binary classification reward, 1 when the predicted label is the true one;
 - ``eswr``: emotion similarity-weighted reward (EMO-RL eq. 8): 1 when S(pred, true) = 1,
   ``alpha * S`` when S > gamma, else 0, with S from :mod:`emorl.rl.wheel`.
@@ -101,6 +104,15 @@ def _format_reward(format_name: str) -> RewardFn:
     return reward
 
 
+def format_ir_reward(completions: Sequence[str], labels: Sequence[str], context: RewardContext) -> list[float]:
+    """EMO-RL's IR format reward: 1 when the answer is exactly ``<answer>label</answer>`` with the true label."""
+    fmt = get_format("ir")
+    return [
+        1.0 if fmt.matches(text) and predicted_label(text, context.classes, strict=True) == label else 0.0
+        for text, label in zip(completions, labels, strict=True)
+    ]
+
+
 def bcr_reward(completions: Sequence[str], labels: Sequence[str], context: RewardContext) -> list[float]:
     """Binary classification reward: 1 when the predicted label is the true one, else 0."""
     return [
@@ -119,7 +131,8 @@ def eswr_reward(completions: Sequence[str], labels: Sequence[str], context: Rewa
 
 
 REWARDS: dict[str, RewardFn] = {
-    "format_ir": _format_reward("ir"),
+    "format_ir": format_ir_reward,
+    "format_ir_syntax": _format_reward("ir"),
     "format_eur": _format_reward("eur"),
     "format_esr": _format_reward("esr"),
     "bcr": bcr_reward,
