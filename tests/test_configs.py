@@ -1,12 +1,16 @@
 """Every shipped config parses, names real classes, and opens with the command that runs it."""
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from emorl.cli import EmorlCLI
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+CHECKPOINT_PATH = re.compile(r"runs/([\w.-]+)/version_[N0-9]/checkpoints/([\w.=-]+\.ckpt)")
 
 
 def test_there_are_configs():
@@ -35,3 +39,31 @@ def test_a_malformed_config_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         EmorlCLI(args=["--config", str(bad)], run=False, parse_only=True)
     assert "hiden_dim" in capsys.readouterr().err
+
+
+def _checkpoint_files_per_run() -> dict[str, set[str]]:
+    """Run name -> the checkpoint file names its config's ModelCheckpoint writes under a fixed name."""
+    files: dict[str, set[str]] = {}
+    for config in CONFIGS:
+        trainer = yaml.safe_load(config.read_text()).get("trainer") or {}
+        name = trainer["logger"]["init_args"]["name"]
+        for callback in trainer.get("callbacks") or []:
+            if callback.get("class_path", "").endswith("ModelCheckpoint"):
+                args = callback.get("init_args") or {}
+                written = files.setdefault(name, set())
+                if args.get("filename") and "{" not in args["filename"]:
+                    written.add(args["filename"] + ".ckpt")
+                if args.get("save_last"):
+                    written.add("last.ckpt")
+    return files
+
+
+def test_every_checkpoint_path_in_configs_and_docs_is_one_a_config_writes():
+    """The commands in config headers and docs can be pasted: runs/<name>/version_N/checkpoints/<file>
+    names a run some config logs to and a file its checkpoint callback writes."""
+    written = _checkpoint_files_per_run()
+    texts = [*CONFIGS, *(ROOT / "docs").glob("*.md"), ROOT / "README.md"]
+    wrong = [(str(path.relative_to(ROOT)), match.group(0)) for path in texts
+             for match in CHECKPOINT_PATH.finditer(path.read_text())
+             if match.group(2) not in written.get(match.group(1), set())]
+    assert not wrong, wrong
