@@ -1,9 +1,16 @@
-"""Training samplers resume mid-epoch: skipping k indices gives the tail of the same epoch's order."""
+"""Training samplers resume mid-epoch (skipping k indices gives the tail of the same epoch's order);
+evaluation shards cover every clip once."""
 
+import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from emorl.data.sampling import EpochShuffleSampler, LengthBucketSampler, ResumableDataLoader
+from emorl.data.sampling import (
+    EpochShuffleSampler,
+    EvaluationShardSampler,
+    LengthBucketSampler,
+    ResumableDataLoader,
+)
 
 
 def test_epoch_shuffle_depends_on_seed_and_epoch_and_skips_into_the_same_order():
@@ -43,3 +50,11 @@ def test_loader_state_puts_the_sampler_at_the_saved_batch_and_rolls_over_at_epoc
     fresh.load_state_dict({"epoch": 4, "batches": 4})  # all 4 batches of epoch 4 were done
     reference.set_epoch(5)
     assert torch.cat([b[0] for b in fresh]).tolist() == list(reference)
+
+
+@pytest.mark.parametrize("size,world", [(7, 2), (1, 2), (0, 3), (5, 5), (3, 4)])
+def test_evaluation_shards_cover_every_clip_once_without_padding(size, world):
+    shards = [list(EvaluationShardSampler(range(size), world, rank)) for rank in range(world)]
+    assert sorted(i for shard in shards for i in shard) == list(range(size))
+    assert [len(EvaluationShardSampler(range(size), world, rank)) for rank in range(world)] == [len(s) for s in shards]
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1

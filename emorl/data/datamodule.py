@@ -36,12 +36,17 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from emorl.audio import TARGET_SAMPLE_RATE, AudioError, DurationPolicy, load_audio
 from emorl.data.manifest import ManifestError, PreparedCorpus, load_prepared_corpus
-from emorl.data.sampling import EpochShuffleSampler, LengthBucketSampler, ResumableDataLoader, split_train_valid
+from emorl.data.sampling import (
+    EpochShuffleSampler,
+    EvaluationShardSampler,
+    LengthBucketSampler,
+    ResumableDataLoader,
+    split_train_valid,
+)
 from emorl.labels import LabelSet, UnknownLabelError, get_named_label_set
 
 log = logging.getLogger(__name__)
@@ -381,9 +386,10 @@ class EmoDataModule(L.LightningDataModule):
             return loader
         sampler = None
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            # Lightning's default DistributedSampler pads ranks with repeated clips, which would
-            # count them twice in UA / WA / F1: shard evaluation sets without padding instead.
-            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+            sampler = EvaluationShardSampler(dataset, dist.get_world_size(), dist.get_rank())
+            if len(sampler) == 0 and self.trainer is not None and self.trainer.lightning_module is not None:
+                # a set with fewer clips than ranks leaves this rank none: Lightning refuses that unless told
+                self.trainer.lightning_module.allow_zero_length_dataloader_with_multiple_devices = True
         return DataLoader(dataset, shuffle=False, sampler=sampler, **common)
 
     def _train_progress(self) -> tuple[int, int]:

@@ -128,6 +128,26 @@ class EpochShuffleSampler(DistributedSampler):
         return iter(order[skip:])
 
 
+class EvaluationShardSampler(DistributedSampler):
+    """An evaluation set dealt out to the DDP ranks in order (rank r takes clips r, r + W, ...), unpadded.
+
+    Lightning's DistributedSampler pads ranks with repeated clips, which UA / WA / F1 would count
+    twice; its UnrepeatedDistributedSampler refuses (a bare AssertionError) a set with fewer clips
+    than ranks. Here a rank may get no clip of a set; the metrics still sync over every rank.
+    """
+
+    def __init__(self, dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.total_size = len(dataset)
+        self.num_samples = len(range(rank, self.total_size, num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 class ResumableDataLoader(DataLoader):
     """A training DataLoader whose position Lightning saves in checkpoints (its ``_Stateful`` hook).
 

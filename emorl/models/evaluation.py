@@ -87,7 +87,12 @@ class StageMetrics(nn.Module):
     def log_test(self, module: L.LightningModule) -> dict[str, dict[str, float]]:
         """Log every test set's scores, figure and predictions; return ``{name: {metric: value}}``."""
         trainer = module.trainer
-        for name in self.test_order:
+        # every rank syncs every test set's metric in the same order, also a set it saw no clip of
+        # (a set with fewer clips than ranks is sharded without padding): else the ranks' syncs mismatch and hang
+        known = list(getattr(getattr(trainer, "datamodule", None), "test_names", None) or [])
+        for name in known:
+            self.test_metric(name)
+        for name in known + [name for name in self.test_order if name not in known]:
             metric = self.tests[_module_key(name)]
             scores = metric.compute()
             module.log_dict(self._loggable(prefixed(scores, f"test/{name}")), sync_dist=True)
