@@ -52,3 +52,5 @@ def test_grpo_from_an_sft_warm_start_raises_the_mean_reward(demo_corpus, tmp_pat
     first, last = sum(rewards[:6]) / 6, sum(rewards[-6:]) / 6
     assert last > first + 0.1, rewards
     assert sum(formats[-6:]) / 6 > sum(formats[:6]) / 6, formats
+    # the logged format rate is the share of answers in IR's shape: here exactly the format_ir_syntax reward
+    assert [e.value for e in events.Scalars("train/format_rate")] == pytest.approx(formats)

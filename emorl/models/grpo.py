@@ -320,9 +320,8 @@ class GRPOLALM(L.LightningModule):
         for name, component in rollout.components.items():
             values[f"train/reward/{name}"] = component.mean()
             values[f"train/reward/{name}_std"] = component.std()
-        fmt = f"format_{self.prompts.format.name}"
-        if fmt in rollout.components:
-            values["train/format_rate"] = rollout.components[fmt].mean()
+        # the share of answers in the prompt's format, whatever the rewards (format_ir also needs the right label)
+        values["train/format_rate"] = torch.tensor([float(self.prompts.format.matches(t)) for t in rollout.texts]).mean()
         self.log_dict({k: v.float() for k, v in values.items()}, sync_dist=True, batch_size=1, prog_bar=False)
         if batch_idx % max(self.trainer.log_every_n_steps, 1) == 0:
             rows = [{"key": str(int(i)), "label": label, "prediction": f"reward {float(r):.2f}", "text": text}
