@@ -140,7 +140,9 @@ def test_a_rows_grpo_module_asks_its_format_and_scores_answers_as_its_row_says(r
     answers = [_answer(fmt, "sad"), _answer(fmt, "sad"), _answer(other, "sad"), "sad"]
     total, parts = module.rewards(answers, ["sad", "happy", "sad", "sad"], module._context())
     # R = R_format + R_acc: right and well formed / wrong label, well formed / right label, other format / no tags
-    assert total.tolist() == [len(rewards), n_format, len(rewards) - n_format, 0.0], parts
+    # (IR's format reward needs the right label too, EMO-RL 3.3.1)
+    wrong_but_well_formed = 0.0 if fmt == "ir" else n_format
+    assert total.tolist() == [len(rewards), wrong_but_well_formed, len(rewards) - n_format, 0.0], parts
 
 
 def test_the_cross_config_asks_the_four_track2_emotions_in_melds_order_on_the_track2_sets():
