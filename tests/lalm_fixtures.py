@@ -55,16 +55,28 @@ def messages(n: int = 3) -> list[list[dict]]:
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_emorl_fit(config: dict, work_dir: Path) -> subprocess.CompletedProcess:
-    """``python -m emorl fit`` on ``config`` (written as YAML into ``work_dir``) in a subprocess,
-    run from ``work_dir`` with one thread per process; asserts it succeeded."""
+def two_process_steps(callback: str, out_dir: Path, steps: int = 3) -> dict:
+    """Trainer settings for ``steps`` optimiser steps in 2 CPU processes (DDP over gloo), without
+    validation, logs or checkpoints; ``callback`` (a class path whose ``out_dir`` is set to ``out_dir``)
+    records what each rank did."""
+    return {
+        "max_steps": steps, "accelerator": "cpu", "devices": 2, "strategy": "ddp", "enable_progress_bar": False,
+        "val_check_interval": None, "limit_val_batches": 0, "num_sanity_val_steps": 0, "logger": False,
+        "enable_checkpointing": False,
+        "callbacks": [{"class_path": callback, "init_args": {"out_dir": str(out_dir)}}],
+    }
+
+
+def run_emorl(subcommand: str, config: dict, work_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m emorl SUBCOMMAND`` on ``config`` (written as YAML into ``work_dir``) in a subprocess,
+    run from ``work_dir`` with one thread per process; asserts it succeeded (a hang raises TimeoutExpired)."""
     import yaml
 
-    path = work_dir / "ddp.yaml"
+    path = work_dir / f"{subcommand}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "emorl", "fit", "--config", str(path)], cwd=work_dir, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "emorl", subcommand, "--config", str(path)], cwd=work_dir, env=env,
+                          capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

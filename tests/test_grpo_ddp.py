@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.corpus_factory import make_tiny_corpus
-from tests.lalm_fixtures import run_emorl_fit, tiny_model_dir
+from tests.lalm_fixtures import run_emorl, tiny_model_dir, two_process_steps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,12 +21,7 @@ pytestmark = pytest.mark.slow
 def test_two_process_ddp_grpo_steps(tmp_path):
     corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
     config = yaml.safe_load((REPO / "configs/emorl_esr.yaml").read_text())
-    config["trainer"].update({
-        "max_steps": 3, "accelerator": "cpu", "devices": 2, "strategy": "ddp", "enable_progress_bar": False,
-        "val_check_interval": None, "limit_val_batches": 0, "num_sanity_val_steps": 0, "logger": False,
-        "enable_checkpointing": False,
-        "callbacks": [{"class_path": "tests.ddp_probe.RecordRank", "init_args": {"out_dir": str(tmp_path / "ranks")}}],
-    })
+    config["trainer"].update(two_process_steps("tests.ddp_probe.RecordRank", tmp_path / "ranks"))
     config["model"]["init_args"].update({
         "model": str(tiny_model_dir("qwen2-audio")), "dtype": "float32", "gradient_checkpointing": False,
         "max_new_tokens": 6, "eval_max_new_tokens": 4, "num_generations": 3, "accumulate_grad_batches": 1,
@@ -36,7 +31,7 @@ def test_two_process_ddp_grpo_steps(tmp_path):
         "loss_type": "dapo",
     })
     config["data"].update({"data_dir": str(corpus.root), "num_workers": 0, "batch_size": 2})
-    run_emorl_fit(config, tmp_path)
+    run_emorl("fit", config, tmp_path)
     ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
     assert [r["global_step"] for r in ranks] == [3, 3]

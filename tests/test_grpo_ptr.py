@@ -15,7 +15,7 @@ from emorl.models.grpo import GRPOLALM
 from emorl.rl.advantages import group_advantages
 from emorl.textlm import TextLM, build_tiny_text_lm
 from tests.corpus_factory import make_tiny_corpus
-from tests.lalm_fixtures import clips, run_emorl_fit, tiny_model_dir
+from tests.lalm_fixtures import clips, run_emorl, tiny_model_dir, two_process_steps
 
 CLASSES = ["neutral", "happy", "sad", "angry"]
 PTR = {"w_format": 0.3, "w_outcome": 1.0, "w_reason": 0.5, "format": "format_eur", "outcome": "bcr",
@@ -317,19 +317,14 @@ def test_two_process_ddp_switch_counts_every_rank(judge_dir, tmp_path):
 
     corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
     config = yaml.safe_load((ROOT / "configs/emotionthinker/ptr_qwen2_audio_meld.yaml").read_text())
-    config["trainer"].update({
-        "max_steps": 3, "accelerator": "cpu", "devices": 2, "strategy": "ddp", "enable_progress_bar": False,
-        "val_check_interval": None, "limit_val_batches": 0, "num_sanity_val_steps": 0, "logger": False,
-        "enable_checkpointing": False,
-        "callbacks": [{"class_path": "tests.test_grpo_ptr.RecordPTRRank", "init_args": {"out_dir": str(tmp_path / "r")}}],
-    })
+    config["trainer"].update(two_process_steps("tests.test_grpo_ptr.RecordPTRRank", tmp_path / "r"))
     args = config["model"]["init_args"]
     args.update({"model": str(tiny_model_dir("qwen2-audio")), "dtype": "float32", "gradient_checkpointing": False,
                  "max_new_tokens": 4, "eval_max_new_tokens": 2, "num_generations": 2, "logprob_micro_batch": 4})
     args["ptr"].update({"accuracy_threshold": 0.0, "accuracy_window": 1})
     args["judge"].update({"model": str(judge_dir), "dtype": "float32", "max_new_tokens": 4})
     config["data"].update({"data_dir": str(corpus.root), "num_workers": 0, "batch_size": 2})
-    run_emorl_fit(config, tmp_path)
+    run_emorl("fit", config, tmp_path)
     ranks = [json.loads((tmp_path / "r" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["switch"] == ranks[1]["switch"]            # one history, one decision
     assert [total for _, total in ranks[0]["switch"]["history"]] == [2 * 2 * 2]  # both ranks' answers

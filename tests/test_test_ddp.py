@@ -5,15 +5,11 @@ rank must still sync that set's metric, in the same order as the others, or the 
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-import yaml
 
 from tests.corpus_factory import make_tiny_corpus
-from tests.lalm_fixtures import REPO
+from tests.lalm_fixtures import run_emorl
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +26,7 @@ def test_a_test_set_smaller_than_the_world_is_scored_on_every_rank(tmp_path):
         "model": {"class_path": "emorl.models.acoustic.AcousticBaseline", "init_args": {"hidden_dim": 8}},
         "data": {"data_dir": str(main.root), "batch_size": 2, "test_sets": {"single": {"path": str(single.root)}}},
     }
-    path = tmp_path / "test.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    try:
-        done = subprocess.run([sys.executable, "-m", "emorl", "test", "--config", str(path)], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=240)
-    except subprocess.TimeoutExpired as hung:
-        pytest.fail(f"emorl test hung under DDP: {str(hung.stderr)[-2000:]}")
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_emorl("test", config, tmp_path, timeout=240)  # a hang (the bug) raises TimeoutExpired
     table = done.stdout
     assert "tiny" in table and "single" in table  # both sets scored and printed
     predictions = tmp_path / "runs" / "ddp" / "version_0" / "predictions"
