@@ -1,4 +1,8 @@
-"""``emorl data ...`` and ``emorl demo``: argparse front-ends over the library functions."""
+"""``emorl data ...``, ``emorl zoo ...`` and ``emorl demo``: argparse front-ends over the library functions.
+
+:func:`build_parser` is the one place their options and help are written (``emorl --help`` reads
+it too, through :func:`subcommand_help`); each runner imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = "configs/baselines/acoustic_demo.yaml"
+from emorl.demo import ACOUSTIC_CONFIG
+
 
 
 def _data_parser(sub: argparse._SubParsersAction) -> None:
@@ -81,17 +85,17 @@ def _zoo_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_zoo(args: argparse.Namespace) -> int:
-    from emorl import zoo
+    from emorl import tiny_models, zoo
 
     if args.zoo_command == "list":
         return zoo.list_main()
-    return zoo.tiny_main(args.name, args.out, seed=args.seed)
+    return tiny_models.tiny_main(args.name, args.out, seed=args.seed)
 
 
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="the main job on the embedded demo corpus, end to end")
     demo.add_argument("--data-root", type=Path, default=Path("data/demo"), help="where the demo corpus goes")
-    demo.add_argument("--config", help="run this one config instead of EMO-RL (e.g. " + DEMO_CONFIG + ")")
+    demo.add_argument("--config", help="run this one config instead of EMO-RL (e.g. " + ACOUSTIC_CONFIG + ")")
     demo.add_argument("--max-epochs", type=int, help="override trainer.max_epochs (of --config, or of the SFT warm start)")
     demo.add_argument("--grpo-steps", type=int, help="override the GRPO stage's trainer.max_steps")
 
@@ -142,61 +146,49 @@ def _run_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_config(config: str) -> Path:
-    """A config path as given, else relative to the repository / installed package."""
-    for candidate in (Path(config), REPO_ROOT / config):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"config {config} not found (looked in . and {REPO_ROOT})")
-
-
-def run_demo(data_root: Path, config: str = DEMO_CONFIG, max_epochs: int | None = None) -> dict:
-    """Synthesise and prepare the demo corpus (once), train, test, print the table.
-
-    Returns ``{test_set: {metric: value}}``.
-    """
-    from emorl.cli import EmorlCLI
-    from emorl.data.corpora import PREPARERS
-    from emorl.data.synth import synthesize
-    from emorl.metrics import format_table
-
-    raw, prepared = data_root / "raw", data_root / "prepared"
-    if not (raw / "transcripts.tsv").is_file():
-        print(f"[demo] rendering the demo corpus into {raw} ...", flush=True)
-        print(synthesize(raw), flush=True)
-    if not (prepared / "corpus.json").is_file():
-        print(f"[demo] preparing it into {prepared} ...", flush=True)
-        PREPARERS["ravdess"](raw, prepared)
-    args = ["--config", str(resolve_config(config)), "--data.data_dir", str(prepared)]
-    if max_epochs is not None:
-        args += ["--trainer.max_epochs", str(max_epochs)]
-    cli = EmorlCLI(args=args, run=False)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best")
-    results = cli.model.test_results
-    print(f"\n[demo] held-out actors, {cli.trainer.log_dir}:")
-    print(format_table(results))
-    return results
-
-
-def run_command(argv: Sequence[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``emorl data | zoo | demo`` (every option and help text of these commands)."""
     parser = argparse.ArgumentParser(prog="emorl")
     sub = parser.add_subparsers(dest="command", required=True)
     _data_parser(sub)
     _zoo_parser(sub)
     _demo_parser(sub)
-    args = parser.parse_args(list(argv))
+    return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+def subcommand_help(parser: argparse.ArgumentParser) -> dict[str, tuple[str, dict[str, str]]]:
+    """``{command: (help, {subcommand: help})}`` read from :func:`build_parser`'s parser."""
+    commands = _subparsers(parser)
+    helps = {choice.dest: choice.help or "" for choice in commands._choices_actions}
+    table = {}
+    for name, child in commands.choices.items():
+        grandchildren = _subparsers(child)
+        children = {c.dest: c.help or "" for c in grandchildren._choices_actions} if grandchildren else {}
+        table[name] = (helps.get(name, ""), children)
+    return table
+
+
+#: The commands this module runs (``emorl.cli`` dispatches them here).
+COMMANDS = ("data", "zoo", "demo")
+
+
+def run_command(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "data":
             return _run_data(args)
         if args.command == "zoo":
             return _run_zoo(args)
+        from emorl.demo import run_demo, run_emorl_demo
+
         if args.config:
             run_demo(args.data_root, args.config, args.max_epochs)
         else:
-            from emorl.demo import run_emorl_demo
-
             run_emorl_demo(args.data_root, args.max_epochs, args.grpo_steps)
         return 0
     except (OSError, ValueError, RuntimeError, LookupError) as err:  # ours name the file and the fix

@@ -10,6 +10,8 @@
 4. both models answer the held-out actors' clips; the UA / WA / F1 / parse-rate table is printed.
 
 Every stage is an ordinary config: ``emorl fit --config ...`` runs it alone.
+``emorl demo --config X.yaml`` (:func:`run_demo`) trains and tests that one config on the demo
+corpus instead (e.g. ``configs/demo/acoustic.yaml``, the MFCC + prosody baseline).
 """
 
 from __future__ import annotations
@@ -17,31 +19,42 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+#: ``emorl demo --config`` without a config: the MFCC + prosody baseline (one stage)
+ACOUSTIC_CONFIG = "configs/demo/acoustic.yaml"
 SFT_CONFIG = "configs/demo/tiny_sft_esr.yaml"
 GRPO_CONFIG = "configs/demo/tiny_emorl_esr.yaml"
 
 
-def prepare_demo_data(data_root: Path) -> tuple[Path, Path]:
-    """Render and prepare the demo corpus and build the tiny model, when not there yet."""
-    from emorl import zoo
+def prepare_demo_corpus(data_root: Path) -> Path:
+    """Render the demo corpus with espeak-ng and prepare it as RAVDESS (fold 1), when not there yet;
+    returns the prepared corpus's folder (``DATA_ROOT/prepared``)."""
     from emorl.data.corpora import PREPARERS
     from emorl.data.synth import synthesize
 
-    raw, prepared, model = data_root / "raw", data_root / "prepared", data_root / "models" / "tiny-qwen2-audio"
+    raw, prepared = data_root / "raw", data_root / "prepared"
     if not (raw / "transcripts.tsv").is_file():
         print(f"[demo] rendering the demo corpus into {raw} ...", flush=True)
         print(synthesize(raw), flush=True)
     if not (prepared / "corpus.json").is_file():
         print(f"[demo] preparing it into {prepared} ...", flush=True)
         PREPARERS["ravdess"](raw, prepared)
+    return prepared
+
+
+def prepare_demo_data(data_root: Path) -> tuple[Path, Path]:
+    """The demo corpus (:func:`prepare_demo_corpus`) and the tiny random Qwen2-Audio, when not there yet."""
+    from emorl import tiny_models
+
+    prepared = prepare_demo_corpus(data_root)
+    model = data_root / "models" / "tiny-qwen2-audio"
     if not (model / "config.json").is_file():
         print(f"[demo] building the tiny random Qwen2-Audio in {model} ...", flush=True)
-        zoo.build_tiny("qwen2-audio-7b-instruct", model, seed=0)
+        tiny_models.build_tiny("qwen2-audio-7b-instruct", model, seed=0)
     return prepared, model
 
 
 def _stage(config: Path, prepared: Path, model: Path, overrides: list[str]):
-    from emorl.cli import EmorlCLI
+    from emorl.lightning_cli import EmorlCLI
 
     args = ["--config", str(config), "--data.data_dir", str(prepared), "--model.init_args.model", str(model)]
     cli = EmorlCLI(args=args + overrides, run=False)
@@ -53,7 +66,7 @@ def run_emorl_demo(
     data_root: Path, sft_epochs: int | None = None, grpo_steps: int | None = None
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Warm start, GRPO, test; returns ``{"sft_esr" | "emorl_esr": {test_set: {metric: value}}}``."""
-    from emorl.commands import resolve_config
+    from emorl.lightning_cli import resolve_config
     from emorl.metrics import format_table
 
     clock = time.perf_counter()
@@ -88,4 +101,25 @@ def run_emorl_demo(
     print(format_table(rows))
     print("[demo] wall time: " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
           + f" (total {sum(seconds.values()) / 60:.1f} min)")
+    return results
+
+
+def run_demo(data_root: Path, config: str = ACOUSTIC_CONFIG, max_epochs: int | None = None) -> dict:
+    """``emorl demo --config``: the demo corpus (once), then fit, test and print one config's table.
+
+    Returns ``{test_set: {metric: value}}``.
+    """
+    from emorl.lightning_cli import EmorlCLI, resolve_config
+    from emorl.metrics import format_table
+
+    prepared = prepare_demo_corpus(data_root)
+    args = ["--config", str(resolve_config(config)), "--data.data_dir", str(prepared)]
+    if max_epochs is not None:
+        args += ["--trainer.max_epochs", str(max_epochs)]
+    cli = EmorlCLI(args=args, run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best")
+    results = cli.model.test_results
+    print(f"\n[demo] held-out actors, {cli.trainer.log_dir}:")
+    print(format_table(results))
     return results

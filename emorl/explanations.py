@@ -6,7 +6,7 @@
           init_args: {faithfulness: true, judge: {model: /models/Qwen2.5-7B-Instruct}}
 
 :class:`ExplanationEvaluation` is a Lightning callback for any audio-language module (zero-shot,
-SFT, GRPO): their ``test_step`` returns the answers (:func:`emorl.models.lalm_common.test_batch`),
+SFT, GRPO): their ``test_step`` returns the answers (:func:`emorl.models.evaluation.test_batch`),
 and the callback scores each one against its clip's manifest row:
 
 - **prosody faithfulness**, no model needed: the answer's claims about pitch / loudness / rate

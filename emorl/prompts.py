@@ -32,6 +32,7 @@ accepts synonyms ("joy" for ``happy``).
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections.abc import Sequence
@@ -231,3 +232,37 @@ def target_text(format_name: str, label: str, rationale: str | None = None,
         raise ValueError(f"an esr target needs every ESR tag; missing {missing}")
     blocks = "".join(f"<{tag}>{structured[tag].strip()}</{tag}>" for tag in ESR_TAGS)  # type: ignore[index]
     return f"<think>{blocks}</think>{answer}"
+
+
+class PromptBuilder:
+    """Chat messages for clips: the question listing ``class_names`` and the format's instruction.
+
+    Shuffled options are drawn from a generator seeded by (``seed``, clip key), so a clip gets the
+    same order whatever its batch, rank or run.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        prompt_format: str = "ir",
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        shuffle_options: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.class_names = list(class_names)
+        self.format = get_format(prompt_format)
+        self.system_prompt = system_prompt
+        self.shuffle_options = shuffle_options
+        self.seed = seed
+
+    def _rng(self, key: str) -> random.Random:
+        digest = hashlib.sha1(f"{self.seed}|{key}".encode()).digest()
+        return random.Random(int.from_bytes(digest[:8], "little"))
+
+    def question(self, key: str) -> str:
+        """The question for the clip ``key`` (its options in its own order when shuffled)."""
+        return build_question(self.format.name, self.class_names, self.shuffle_options, self._rng(key))
+
+    def messages(self, keys: Sequence[str]) -> list[list[dict]]:
+        """One chat (system turn, audio + question) per clip key."""
+        return [build_messages(self.question(key), self.system_prompt) for key in keys]

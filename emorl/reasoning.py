@@ -52,8 +52,8 @@ def prosody_text(row: Mapping | None) -> str | None:
     return str(caption).strip() or None if caption else None
 
 
-def template_reasoning(label: str, row: Mapping | None = None) -> dict[str, str]:
-    """The four ESR blocks (:data:`emorl.prompts.ESR_TAGS`) for a clip of ``label``."""
+def esr_blocks(row: Mapping | None, label: str) -> dict[str, str]:
+    """The four ESR blocks (:data:`emorl.prompts.ESR_TAGS`) for the clip of manifest ``row``, labelled ``label``."""
     row = row or {}
     transcript = str(row.get("transcript") or "").strip()
     words = key_words(transcript)
@@ -65,9 +65,10 @@ def template_reasoning(label: str, row: Mapping | None = None) -> dict[str, str]
     }
 
 
-def template_rationale(label: str, row: Mapping | None = None) -> str:
-    """A one-paragraph EUR rationale for a clip of ``label``."""
-    blocks = template_reasoning(label, row)
+def eur_rationale(row: Mapping | None, label: str) -> str:
+    """A one-paragraph EUR rationale for the clip of manifest ``row``, labelled ``label`` (SFT targets;
+    EmotionCoT's longer rationales are :func:`emorl.data.cot.template_rationale`)."""
+    blocks = esr_blocks(row, label)
     said = f'The speaker says "{blocks["transcript"]}"' if blocks["transcript"] != "unclear" else "The words are unclear"
     cues = f", with the key words {blocks['keywords']}" if blocks["keywords"] != "none" else ""
     voice = f"; the voice: {blocks['prosody']}" if blocks["prosody"] != "not measured" else ""

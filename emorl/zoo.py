@@ -9,13 +9,9 @@ Nothing here downloads. A model is found, in this order, as
    local_files_only=True)``.
 
 When none holds it, :func:`resolve` raises one :class:`ModelNotAvailableError` that names the
-model, the places looked in and the commands that fetch it.
-
-:func:`build_tiny` writes a tiny randomly initialised model of a card's architecture (same config
-class, same architecture switches, tiny sizes) with its feature extractor, through
-``save_pretrained``, so tests and smoke runs go through the very loading path real checkpoints
-take. ``list_main`` and ``tiny_main`` are the bodies of ``emorl zoo list`` and
-``emorl zoo tiny NAME --out DIR``.
+model, the places looked in and the commands that fetch it. ``list_main`` is the body of
+``emorl zoo list``. Tiny random stand-ins of the zoo's models are built by :mod:`emorl.tiny_models`
+(``emorl zoo tiny``).
 """
 
 from __future__ import annotations
@@ -242,28 +238,7 @@ def card_for_path(path: str | os.PathLike) -> ZooCard | None:
     return None
 
 
-# -- tiny models -----------------------------------------------------------------------------------
-def build_tiny(name: str, out: str | os.PathLike, seed: int = 0) -> Path:
-    """Save a tiny randomly initialised model of card ``name``'s architecture into ``out``.
-
-    Same architecture and switches as the real checkpoint (``architecture_config``), tiny sizes
-    (``tiny``), saved in the format the real checkpoint comes in, so it loads through the very
-    same path (for ``hf``: ``save_pretrained`` of the hub's ``checkpoint_class`` plus its feature
-    extractor). The card's backend builds it. Deterministic for a given ``seed``; returns ``out``.
-    """
-    from emorl.upstreams import backend_module
-
-    card = load_card(name)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if card.kind == "lalm":  # audio-language models: emorl.lalm.tiny (backend = family)
-        from emorl.lalm.tiny import build_tiny as build_tiny_lalm
-
-        return build_tiny_lalm(card, out, seed)
-    return backend_module(card.backend).build_tiny(card, out, seed)
-
-
-# -- command bodies (`emorl zoo list`, `emorl zoo tiny NAME --out DIR`) -----------------------------
+# -- `emorl zoo list` ------------------------------------------------------------------------------
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
@@ -297,21 +272,4 @@ def list_main() -> int:
     if len(lalm_rows) > 1:
         print("\naudio-language models (docs/lalm.md):")
         print(_table(lalm_rows))
-    return 0
-
-
-def tiny_main(name: str, out: str | os.PathLike, seed: int = 0) -> int:
-    """Build the tiny stand-in of ``name`` into ``out`` and say how to use it."""
-    if name.startswith("s3prl:"):  # s3prl:hubert_local / s3prl:wavlm_local: a checkpoint file
-        from emorl.upstreams.s3prl_backend import build_tiny_s3prl, tiny_kind
-
-        path = build_tiny_s3prl(name, out, seed=seed)
-        print(f"wrote a tiny random {name} to {path}; use it as `upstream: s3prl:{tiny_kind(name)}_local:{path}`")
-        return 0
-    path = build_tiny(name, out, seed=seed)
-    if load_card(name).kind == "lalm":
-        print(f"wrote a tiny random {name} to {path}; load it with emorl.lalm.load_backbone({str(path)!r}) "
-              "or give the folder as the model of an SFT / GRPO / zero-shot config")
-        return 0
-    print(f"wrote a tiny random {name} to {path}; use it as `upstream: {path}` in a probe config")
     return 0

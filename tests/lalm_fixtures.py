@@ -33,9 +33,9 @@ def _root() -> Path:
 @functools.lru_cache(maxsize=None)
 def tiny_model_dir(family: str) -> Path:
     """The tiny model of ``family``, written by ``emorl zoo tiny``'s code path (do not modify it)."""
-    from emorl import zoo
+    from emorl import tiny_models
 
-    return zoo.build_tiny(CARDS[family], _root() / CARDS[family], seed=0)
+    return tiny_models.build_tiny(CARDS[family], _root() / CARDS[family], seed=0)
 
 
 def clips(seconds=(1.0, 2.5, 0.6), seed: int = 0) -> list[np.ndarray]:
@@ -86,7 +86,7 @@ def reference_sft_loss(backbone, messages_per_clip, clips_, targets):
     import torch
 
     from emorl.lalm.inputs import build_prompts
-    from emorl.models.lalm_common import target_ids
+    from emorl.lalm.answers import target_ids
 
     inputs = build_prompts(backbone, messages_per_clip, clips_)
     ids, _ = target_ids(backbone.tokenizer, targets, backbone.pad_token_id)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emorl.cli import EmorlCLI
+from emorl.lightning_cli import EmorlCLI
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from emorl import zoo
+from emorl import tiny_models
 from emorl.cli import main
 from emorl.data.corpora.emobox import make_track2
 from emorl.labels import CROSS_CORPUS_LABELS
@@ -53,7 +53,7 @@ def _track2_set(tmp_path, corpus: str, folder: str, labels) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_wavlm(tmp_path_factory) -> Path:
-    return zoo.build_tiny("wavlm-large", tmp_path_factory.mktemp("cross_models") / "wavlm-large")
+    return tiny_models.build_tiny("wavlm-large", tmp_path_factory.mktemp("cross_models") / "wavlm-large")
 
 
 def test_a_meld_cross_config_runs_fit_then_test_on_the_track2_sets(tmp_path, tiny_wavlm, capsys):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from emorl import zoo
+from emorl.tiny_models import build_tiny
 from emorl.upstreams import load_upstream, masked_mean, upstream_dims, upstream_identity
 from emorl.upstreams import data2vec2
 from emorl.upstreams.data2vec2 import Data2Vec2LoadError, Data2Vec2Upstream
@@ -30,7 +31,7 @@ def _no_real_models(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_d2v2")
-    return {name: zoo.build_tiny(name, root / name) for name in NAMES}
+    return {name: build_tiny(name, root / name) for name in NAMES}
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +124,8 @@ def test_an_unavailable_model_says_how_to_get_it(tmp_path, monkeypatch):
 
 
 def test_identity_changes_with_the_weights(tmp_path):
-    a = zoo.build_tiny("emotion2vec-plus-large", tmp_path / "a", seed=0)
-    b = zoo.build_tiny("emotion2vec-plus-large", tmp_path / "b", seed=1)
+    a = build_tiny("emotion2vec-plus-large", tmp_path / "a", seed=0)
+    b = build_tiny("emotion2vec-plus-large", tmp_path / "b", seed=1)
     assert upstream_identity(a) == upstream_identity(a) != upstream_identity(b)
     before = upstream_identity(a)
     shutil.copy(b / "model.pt", a / "model.pt")
@@ -134,7 +135,7 @@ def test_identity_changes_with_the_weights(tmp_path):
 def test_detect(tiny_models, tmp_path):
     assert data2vec2.detect(tiny_models["emotion2vec-plus-large"])
     assert data2vec2.detect(tiny_models["data2vec2-large"])
-    hf = zoo.build_tiny("wavlm-large", tmp_path / "hf")
+    hf = build_tiny("wavlm-large", tmp_path / "hf")
     assert not data2vec2.detect(hf) and not data2vec2.detect(tmp_path / "nowhere")
 
 

@@ -2,8 +2,7 @@
 
 import pytest
 
-from emorl.commands import run_demo
-from emorl.demo import run_emorl_demo
+from emorl.demo import run_demo, run_emorl_demo
 from emorl.data.corpora import prepare_ravdess
 from emorl.data.synth import synthesize
 

@@ -12,15 +12,15 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from emorl import zoo
-from emorl.cli import EmorlCLI
+from emorl import tiny_models, zoo
+from emorl.lightning_cli import EmorlCLI
 from emorl.commands import run_command
 from emorl.data.corpora import prepare_ravdess
 from emorl.data.synth import synthesize
 from emorl.textlm import build_tiny_text_lm
 
 pytestmark = [pytest.mark.slow, pytest.mark.espeak]
-CONFIGS = zoo.ZOO_DIR.parent / "configs" / "emotionthinker"
+CONFIGS = zoo.ZOO_DIR.parent / "configs" / "demo"
 QUICK = ["--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0", "--trainer.limit_train_batches", "4",
          "--data.batch_size", "8"]
 
@@ -55,22 +55,22 @@ def test_emotionthinker_stages_chain_on_the_demo_corpus(tmp_path, monkeypatch, e
     cot = json.loads((prepared / "corpus.json").read_text())["cot"]
     assert cot["accepted"] > 0 and cot["accepted"] == cot["written"], cot
 
-    model = zoo.build_tiny("qwen2-audio-7b-instruct", tmp_path / "tiny-qwen2-audio", seed=0)
+    model = tiny_models.build_tiny("qwen2-audio-7b-instruct", tmp_path / "tiny-qwen2-audio", seed=0)
     judge = build_tiny_text_lm(tmp_path / "tiny-judge")
     common = ["--model.init_args.model", str(model), "--data.data_dir", str(prepared)]
 
-    base = _fit("base_prosody_demo.yaml", *common, *QUICK)
+    base = _fit("tiny_base_prosody.yaml", *common, *QUICK)
     assert sum(_scalars(base, "train/tasks/prosody")) > 0  # the description task was trained
     base_ckpt = base.trainer.checkpoint_callback.last_model_path
 
-    sft = _fit("sft_cot_demo.yaml", *common, *QUICK, "--model.init_args.init_checkpoint", base_ckpt)
+    sft = _fit("tiny_sft_cot.yaml", *common, *QUICK, "--model.init_args.init_checkpoint", base_ckpt)
     sft_ckpt = sft.trainer.checkpoint_callback.last_model_path
 
     def quick_ptr(config):
         config["model"]["init_args"]["judge"]["model"] = str(judge)
         config["model"]["init_args"]["ptr"].update(accuracy_threshold=0.0, accuracy_window=1)
 
-    ptr = _fit(_config(tmp_path, "ptr_tiny_demo.yaml", quick_ptr), *common, "--model.init_args.init_checkpoint",
+    ptr = _fit(_config(tmp_path, "tiny_ptr.yaml", quick_ptr), *common, "--model.init_args.init_checkpoint",
                sft_ckpt, "--model.init_args.max_new_tokens", "48", "--trainer.max_steps", "3", "--data.batch_size", "2")
     assert _scalars(ptr, "train/ptr/on") == [0.0, 1.0, 1.0]  # decided from the history before each batch
     assert sum(_scalars(ptr, "train/judge/answers")) == 2 * 2 * 4  # judged only once on: 2 batches x 2 x G
@@ -80,7 +80,7 @@ def test_emotionthinker_stages_chain_on_the_demo_corpus(tmp_path, monkeypatch, e
     def with_judge(config):
         config["trainer"]["callbacks"][0]["init_args"]["judge"]["model"] = str(judge)
 
-    EmorlCLI(args=["test", "--config", _config(tmp_path, "explain_test_demo.yaml", with_judge), *common,
+    EmorlCLI(args=["test", "--config", _config(tmp_path, "tiny_explain_test.yaml", with_judge), *common,
                    "--trainer.limit_test_batches", "1", "--ckpt_path", ptr_ckpt])
     printed = capsys.readouterr().out
     table = printed[printed.index("claims/ans"):]  # the explanation table, after UA / WA / F1

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from emorl.cli import EmorlCLI
+from emorl.lightning_cli import EmorlCLI
 from emorl.data.manifest import load_prepared_corpus, update_rows
 from emorl.explanations import (
     CRITERIA,
@@ -160,7 +160,7 @@ def test_every_lalm_modules_test_step_returns_its_answers(module_path, models):
     module_name, class_name = module_path.rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), class_name)
     module = cls(class_names=["sad", "happy"], model=str(models[0]), dtype="float32")
-    module._answer = lambda batch: (["<answer>happy</answer>", "?"], torch.tensor([1, -1]), None)  # no generation
+    module.answer = lambda batch: (["<answer>happy</answer>", "?"], torch.tensor([1, -1]), None)  # no generation
     module._trainer = SimpleNamespace(datamodule=SimpleNamespace(test_names=["own", "other"]))
     batch = {"key": ["a", "b"], "label": torch.tensor([0, 1]), "row": [{}, {}]}
     assert module.test_step(batch, 0, dataloader_idx=1) == {
@@ -206,7 +206,7 @@ def _script_answers(monkeypatch):
     """The tiny model generates for real; its texts are then replaced by SCRIPTED's (the plain set: by
     one pitch claim) so that every score has a known value."""
     import emorl.models.zeroshot as zeroshot
-    from emorl.models.lalm_common import label_ids
+    from emorl.lalm.answers import label_ids
 
     real = zeroshot.answer_batch
 

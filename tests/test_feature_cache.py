@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from emorl import zoo
+from emorl import tiny_models
 from emorl.data.datamodule import EmoDataModule
 from emorl.upstreams import Upstream, UpstreamLoader, UpstreamOutput
 from emorl.upstreams.cache import (
@@ -67,7 +67,7 @@ def corpus(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_wavlm(tmp_path_factory) -> Path:
-    return zoo.build_tiny("wavlm-large", tmp_path_factory.mktemp("cache_models") / "wavlm")
+    return tiny_models.build_tiny("wavlm-large", tmp_path_factory.mktemp("cache_models") / "wavlm")
 
 
 def _datasets(corpus):
@@ -140,11 +140,11 @@ def test_a_changed_audio_file_is_extracted_again(tmp_path, corpus, tiny_wavlm):
 
 def test_new_weights_invalidate_everything(tmp_path, corpus):
     datasets = _datasets(corpus)
-    model = zoo.build_tiny("wavlm-large", tmp_path / "model", seed=0)
+    model = tiny_models.build_tiny("wavlm-large", tmp_path / "model", seed=0)
     cache = FeatureCache(tmp_path / "cache", HFUpstream(model).identity)
     _fill_all(cache, datasets, CountingFactory(model))
 
-    zoo.build_tiny("wavlm-large", tmp_path / "model", seed=1)  # same folder, other weights
+    tiny_models.build_tiny("wavlm-large", tmp_path / "model", seed=1)  # same folder, other weights
     factory = CountingFactory(model)
     new = FeatureCache(tmp_path / "cache", HFUpstream(model).identity)
     assert new.directory != cache.directory

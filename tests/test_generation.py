@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emorl.lalm import build_prompts, completion_logprobs, cut_at_stop, embed_prompts, generate, load_backbone
+from emorl.lalm import build_prompts, completion_scores, cut_at_stop, embed_prompts, generate, load_backbone
 from emorl.lalm.generation import postprocess
 from emorl.lalm.inputs import position_ids
 from tests.lalm_fixtures import FAMILIES, clips, messages, tiny_model_dir
@@ -58,8 +58,8 @@ def test_the_audio_tower_runs_once_per_clip(family):
     assert sampled.prompt_index.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     # log-probs reuse the prompt embeddings: no tower call at all
     with TowerCounter(backbone) as counter, torch.no_grad():
-        completion_logprobs(backbone, sampled.prompt, sampled.completion_ids, sampled.completion_mask,
-                            prompt_index=sampled.prompt_index)
+        completion_scores(backbone, sampled.prompt, sampled.completion_ids, sampled.completion_mask,
+                          prompt_index=sampled.prompt_index)
     assert counter.calls == 0
 
 
@@ -176,8 +176,8 @@ def test_log_probs_from_reused_embeddings_equal_a_normal_forward(family):
     result = generate(backbone, batch, max_new_tokens=6, do_sample=True, num_return_sequences=2, seed=1,
                       stop_strings=())
     with torch.no_grad():
-        reused = completion_logprobs(backbone, result.prompt, result.completion_ids, result.completion_mask,
-                                     prompt_index=result.prompt_index)
+        reused = completion_scores(backbone, result.prompt, result.completion_ids, result.completion_mask,
+                                   prompt_index=result.prompt_index)[0]
         # the model's own path: input_ids + input_features, the merge done inside its forward
         rows = result.prompt_index
         ids = torch.cat([batch.input_ids[rows], result.completion_ids], dim=1)
@@ -204,10 +204,10 @@ def test_log_probs_carry_gradients_to_the_adapters():
     batch = build_prompts(backbone, messages(2), clips((1.0, 0.6)))
     result = generate(backbone, batch, max_new_tokens=4, stop_strings=())
     prompt = result.prompt.detach()
-    logp = completion_logprobs(backbone, prompt, result.completion_ids, result.completion_mask)
+    logp = completion_scores(backbone, prompt, result.completion_ids, result.completion_mask)[0]
     logp.sum().backward()
     grads = [p.grad for name, p in backbone.trainable_parameters() if "lora_B" in name]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
     with backbone.adapter_disabled(), torch.no_grad():
-        reference = completion_logprobs(backbone, prompt, result.completion_ids, result.completion_mask)
+        reference = completion_scores(backbone, prompt, result.completion_ids, result.completion_mask)[0]
     assert torch.allclose(reference, logp.detach(), atol=1e-5)  # lora_B is still zero: same model

@@ -10,8 +10,8 @@ run's TensorBoard log (``train/reward``, one value per step).
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from emorl import zoo
-from emorl.cli import EmorlCLI
+from emorl import tiny_models, zoo
+from emorl.lightning_cli import EmorlCLI
 from emorl.data.corpora import prepare_ravdess
 from emorl.data.synth import synthesize
 
@@ -29,9 +29,9 @@ def demo_corpus(tmp_path_factory, espeak):
 
 def test_grpo_from_an_sft_warm_start_raises_the_mean_reward(demo_corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    model = zoo.build_tiny("qwen2-audio-7b-instruct", tmp_path / "tiny-qwen2-audio", seed=0)
+    model = tiny_models.build_tiny("qwen2-audio-7b-instruct", tmp_path / "tiny-qwen2-audio", seed=0)
     common = ["--model.init_args.model", str(model), "--data.data_dir", str(demo_corpus)]
-    sft = EmorlCLI(args=["--config", str(CONFIGS / "lalm/tiny_sft_ir_demo.yaml"), *common,
+    sft = EmorlCLI(args=["--config", str(CONFIGS / "demo/tiny_sft_ir.yaml"), *common,
                          "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"], run=False)
     sft.trainer.fit(sft.model, datamodule=sft.datamodule)
     warm_start = tmp_path / "warm_start.ckpt"

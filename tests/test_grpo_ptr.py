@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from emorl.data.datamodule import EmoDataModule
 from emorl.data.manifest import update_rows
 from emorl.lalm.generation import GenerationResult
-from emorl.models import rollout as rollout_module
+from emorl.rl import rollout as rollout_module
 from emorl.models.grpo import GRPOLALM
 from emorl.rl.advantages import group_advantages
 from emorl.textlm import TextLM, build_tiny_text_lm
@@ -205,8 +205,7 @@ def test_fit_switches_the_reasoning_term_on_logs_it_and_checkpoints_the_switch(j
 
 
 def test_observe_sums_every_ranks_counts_before_the_switch_decides():
-    from emorl.models.ptr_rewards import PTRRewards
-    from emorl.rl.ptr import PTRConfig
+    from emorl.rl.ptr import PTRConfig, PTRRewards
 
     ptr = PTRRewards(PTRConfig(accuracy_threshold=0.5, accuracy_window=1), judge=None)
     other_rank = torch.tensor([4, 4])  # the other rank: 4 of 4 right

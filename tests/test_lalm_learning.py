@@ -2,8 +2,8 @@
 
 import pytest
 
-from emorl import zoo
-from emorl.cli import EmorlCLI
+from emorl import tiny_models, zoo
+from emorl.lightning_cli import EmorlCLI
 from emorl.data.corpora import prepare_ravdess
 from emorl.data.synth import synthesize
 
@@ -20,8 +20,8 @@ def demo_corpus(tmp_path_factory, espeak):
 
 def test_sft_on_the_demo_corpus_answers_in_format_and_above_chance(demo_corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    model = zoo.build_tiny("qwen2-audio-7b-instruct", tmp_path / "tiny-qwen2-audio", seed=0)
-    cli = EmorlCLI(args=["--config", str(zoo.ZOO_DIR.parent / "configs/lalm/tiny_sft_ir_demo.yaml"),
+    model = tiny_models.build_tiny("qwen2-audio-7b-instruct", tmp_path / "tiny-qwen2-audio", seed=0)
+    cli = EmorlCLI(args=["--config", str(zoo.ZOO_DIR.parent / "configs/demo/tiny_sft_ir.yaml"),
                          "--model.init_args.model", str(model), "--data.data_dir", str(demo_corpus)], run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best")

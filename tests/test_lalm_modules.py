@@ -8,10 +8,11 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import emorl.models.lalm_common as lalm_common
 from emorl.cli import main
-from emorl.models.lalm_common import PromptBuilder, clips_from_batch, label_ids
+from emorl.lalm.answers import clips_from_batch, label_ids
+from emorl.models.checkpoints import check_trainable_weights
 from emorl.models.sft import SFTLALM, sft_target
+from emorl.prompts import PromptBuilder
 from tests.corpus_factory import make_tiny_corpus
 from tests.lalm_fixtures import reference_sft_loss, tiny_model_dir
 
@@ -31,7 +32,7 @@ def _rows(path):
 @pytest.mark.parametrize("fmt", ["direct", "cot"])
 def test_zero_shot_test_writes_metrics_predictions_and_sample_answers(fmt, corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    main(["test", "--config", str(lalm_common_root() / ZERO_SHOT.format(fmt)), *CPU,
+    main(["test", "--config", str(repo_root() / ZERO_SHOT.format(fmt)), *CPU,
           "--model.init_args.model", str(tiny_model_dir("qwen2-audio")), "--model.init_args.dtype", "float32",
           "--model.init_args.max_new_tokens", "6", "--data.data_dir", str(corpus.root)])
     out = capsys.readouterr().out
@@ -55,7 +56,7 @@ def test_unparsable_answers_count_as_wrong_and_lower_the_parse_rate(corpus, tmp_
         return texts, label_ids(texts, prompts.class_names), None
 
     monkeypatch.setattr("emorl.models.zeroshot.answer_batch", fake_answer)
-    main(["test", "--config", str(lalm_common_root() / ZERO_SHOT.format("direct")), *CPU,
+    main(["test", "--config", str(repo_root() / ZERO_SHOT.format("direct")), *CPU,
           "--model.init_args.model", str(tiny_model_dir("qwen2-audio")), "--model.init_args.dtype", "float32",
           "--data.data_dir", str(corpus.root), "--data.batch_size", "4"])
     rows = _rows(tmp_path / "runs" / "qwen2_audio_zeroshot_direct" / "version_0" / "predictions" / "tiny.jsonl")
@@ -69,7 +70,7 @@ def test_unparsable_answers_count_as_wrong_and_lower_the_parse_rate(corpus, tmp_
 
 def test_zero_shot_runs_the_omni_thinker_too(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    main(["test", "--config", str(lalm_common_root() / ZERO_SHOT.format("direct")), *CPU,
+    main(["test", "--config", str(repo_root() / ZERO_SHOT.format("direct")), *CPU,
           "--model.init_args.model", str(tiny_model_dir("qwen2.5-omni")), "--model.init_args.dtype", "float32",
           "--model.init_args.max_new_tokens", "4", "--model.init_args.shuffle_options", "true",
           "--data.data_dir", str(corpus.root)])
@@ -78,7 +79,7 @@ def test_zero_shot_runs_the_omni_thinker_too(corpus, tmp_path, monkeypatch):
 
 def test_predict_writes_one_line_per_clip_with_the_reasoning_text(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    main(["predict", "--config", str(lalm_common_root() / ZERO_SHOT.format("cot")), *CPU,
+    main(["predict", "--config", str(repo_root() / ZERO_SHOT.format("cot")), *CPU,
           "--model.init_args.model", str(tiny_model_dir("qwen2-audio")), "--model.init_args.dtype", "float32",
           "--model.init_args.max_new_tokens", "6", "--data.data_dir", str(corpus.root)])
     rows = _rows(tmp_path / "runs" / "qwen2_audio_zeroshot_cot" / "version_0" / "predictions.jsonl")
@@ -119,7 +120,7 @@ def test_sft_loss_equals_the_models_own_loss_on_answer_tokens_only(corpus):
 
 def test_sft_fit_saves_only_lora_weights_and_test_reloads_them(corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    config = yaml.safe_load((lalm_common_root() / "configs/sft_ir_ravdess.yaml").read_text())
+    config = yaml.safe_load((repo_root() / "configs/sft/sft_ir_ravdess.yaml").read_text())
     config["trainer"].update({"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False,
                               "num_sanity_val_steps": 0})
     config["model"]["init_args"].update({"model": str(tiny_model_dir("qwen2-audio")), "dtype": "float32",
@@ -150,10 +151,10 @@ def test_a_checkpoint_with_other_lora_options_is_refused(tmp_path):
                      lora={"r": 2, "alpha": 4})
     checkpoint = {"state_dict": {"model.something.lora_A.weight": torch.zeros(1)}, "emorl_trainable_keys": ["x"]}
     with pytest.raises(RuntimeError, match="do not fit this model"):
-        lalm_common.check_trainable_weights(module, checkpoint)
+        check_trainable_weights(module, checkpoint)
 
 
-def lalm_common_root():
+def repo_root():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[1]
@@ -170,7 +171,7 @@ def test_predict_on_a_folder_of_audio_files_and_a_manifest(corpus, tmp_path, mon
     for wav in wavs:
         shutil.copy(wav, folder / wav.name)
     (folder / "broken.wav").write_bytes(b"not audio")
-    common = ["--config", str(lalm_common_root() / ZERO_SHOT.format("cot")), *CPU,
+    common = ["--config", str(repo_root() / ZERO_SHOT.format("cot")), *CPU,
               "--model.init_args.model", str(tiny_model_dir("qwen2-audio")), "--model.init_args.dtype", "float32",
               "--model.init_args.max_new_tokens", "4", "--data.data_dir", str(corpus.root)]
     main(["predict", *common, "--data.predict_path", str(tmp_path / "clips")])

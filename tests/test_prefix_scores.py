@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from emorl.lalm import build_prompts, embed_prompts, load_backbone
-from emorl.lalm.generation import completion_scores
-from emorl.lalm.prefix import shared_prompt_scores
+from emorl.lalm.scoring import completion_scores, shared_prompt_scores
 from tests.lalm_fixtures import FAMILIES, clips, messages, tiny_model_dir
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0}

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from emorl import zoo
+from emorl import tiny_models, zoo
 from emorl.cli import main
 from emorl.models.probe import LinearProbe
 from emorl.upstreams import hf
@@ -17,7 +17,7 @@ from tests.corpus_factory import make_tiny_corpus
 
 @pytest.fixture(scope="module")
 def tiny_wavlm(tmp_path_factory) -> Path:
-    return zoo.build_tiny("wavlm-large", tmp_path_factory.mktemp("probe_models") / "wavlm-large")
+    return tiny_models.build_tiny("wavlm-large", tmp_path_factory.mktemp("probe_models") / "wavlm-large")
 
 
 @pytest.fixture()
@@ -180,7 +180,7 @@ def test_a_checkpoint_tested_with_other_classes_is_a_clear_error(tmp_path, tiny_
 def test_every_zoo_architecture_fits_and_tests_through_the_cli(card, tmp_path):
     """Each zoo model's tiny stand-in goes through `emorl fit` and `emorl test --ckpt_path`."""
     corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
-    model = zoo.build_tiny(card, tmp_path / card)
+    model = tiny_models.build_tiny(card, tmp_path / card)
     config = _config(tmp_path, corpus.root, model, name=card)
     main(["fit", "--config", str(config), "--trainer.max_epochs", "1"])
     ckpt = next((tmp_path / "runs" / card / "version_0" / "checkpoints").glob("*.ckpt"))

@@ -18,11 +18,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from emorl.cli import EmorlCLI
+from emorl.lightning_cli import EmorlCLI
 from emorl.data.datamodule import EmoDataModule
 from emorl.data.manifest import write_prepared_corpus
 from emorl.labels import LabelSet
-from emorl.models.lalm_common import clips_from_batch, keep_trainable_weights, target_ids
+from emorl.lalm.answers import clips_from_batch, target_ids
+from emorl.models.checkpoints import keep_trainable_weights
 from emorl.models.sft import SFTLALM, sft_target
 from emorl.prompts import PROSODY_QUESTION
 from emorl.prosody.claims import extract_claims, faithfulness
@@ -334,11 +335,11 @@ def test_the_tiny_model_learns_to_describe_pitch_and_loudness(tmp_path):
 
 @pytest.mark.slow
 def test_the_demo_config_runs_the_mix_validates_both_tasks_and_starts_stage_two(tmp_path, monkeypatch, caplog):
-    """configs/emotionthinker/base_prosody_demo.yaml, 1 short epoch on tones (a few rows unmeasured):
+    """configs/demo/tiny_base_prosody.yaml, 1 short epoch on tones (a few rows unmeasured):
     both tasks are trained, validation logs val/ua and val/prosody/*, the checkpoint starts stage 2."""
     monkeypatch.chdir(tmp_path)
     corpus = tone_corpus(tmp_path / "tones", valid=("s4",), unmeasured=4)
-    config = ROOT / "configs/emotionthinker/base_prosody_demo.yaml"
+    config = ROOT / "configs/demo/tiny_base_prosody.yaml"
     overrides = ["--model.init_args.model", str(tiny_model_dir("qwen2-audio")), "--data.data_dir", str(corpus.root),
                  "--trainer.max_epochs", "1", "--data.batch_size", "9"]
     cli = EmorlCLI(args=["--config", str(config), *overrides], run=False)

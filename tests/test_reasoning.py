@@ -4,7 +4,7 @@ import pytest
 
 from emorl.models.sft import sft_target
 from emorl.prompts import get_format
-from emorl.reasoning import key_words, prosody_text, template_rationale, template_reasoning
+from emorl.reasoning import esr_blocks, eur_rationale, key_words, prosody_text
 
 
 def test_key_words_prefer_emotion_words_and_keep_transcript_order():
@@ -16,12 +16,12 @@ def test_key_words_prefer_emotion_words_and_keep_transcript_order():
 
 def test_template_blocks_use_transcript_words_and_prosody_caption():
     row = {"transcript": "How dare you lie to me again!", "prosody": {"caption": "pitch: high; rate: fast"}}
-    blocks = template_reasoning("angry", row)
+    blocks = esr_blocks(row, "angry")
     assert blocks == {"transcript": "How dare you lie to me again!", "keywords": "dare, lie, again",
                       "prosody": "pitch: high; rate: fast", "synthesis": "the words and the voice point to angry"}
-    assert template_reasoning("sad", {})["transcript"] == "unclear"
+    assert esr_blocks({}, "sad")["transcript"] == "unclear"
     assert prosody_text({"prosody_caption": "loud"}) == "loud" and prosody_text({}) is None
-    assert template_rationale("angry", row).endswith("point to angry.") and "dare" in template_rationale("angry", row)
+    assert eur_rationale(row, "angry").endswith("point to angry.") and "dare" in eur_rationale(row, "angry")
 
 
 @pytest.mark.parametrize("fmt", ["esr", "eur"])

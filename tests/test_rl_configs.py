@@ -13,8 +13,9 @@ import pytest
 import torch
 import yaml
 
-from emorl import zoo
-from emorl.cli import EmorlCLI, main
+from emorl import tiny_models
+from emorl.cli import main
+from emorl.lightning_cli import EmorlCLI
 from emorl.data.corpora.emobox import make_track2
 from emorl.labels import CROSS_CORPUS_LABELS, get_label_set
 from emorl.prompts import ESR_TAGS, target_text
@@ -99,8 +100,8 @@ def test_a_row_differs_from_emorl_esr_only_in_prompt_format_rewards_run_name_and
     row = _flat(yaml.safe_load((ROOT / rel).read_text()))
     differs = {key for key in reference.keys() | row.keys() if reference.get(key, "<absent>") != row.get(key, "<absent>")}
     allowed = {"model.init_args.prompt_format", "model.init_args.rewards", "trainer.logger.init_args.name"}
-    if ROWS[rel][2] == "iemocap":  # EmoBox's IEMOCAP protocol, as configs/sft_ir_iemocap.yaml
-        sft = yaml.safe_load((ROOT / "configs" / "sft_ir_iemocap.yaml").read_text())["data"]
+    if ROWS[rel][2] == "iemocap":  # EmoBox's IEMOCAP protocol, as configs/sft/sft_ir_iemocap.yaml
+        sft = yaml.safe_load((ROOT / "configs" / "sft" / "sft_ir_iemocap.yaml").read_text())["data"]
         data = yaml.safe_load((ROOT / rel).read_text())["data"]
         for key in ("data_dir", "fold", "val_fraction", "val_group_by", "max_seconds", "duration_mode"):
             assert data[key] == sft[key], key
@@ -111,7 +112,7 @@ def test_a_row_differs_from_emorl_esr_only_in_prompt_format_rewards_run_name_and
 
 @pytest.fixture(scope="module")
 def tiny_lalm(tmp_path_factory) -> Path:
-    return zoo.build_tiny("qwen2-audio-7b-instruct", tmp_path_factory.mktemp("rl_configs") / "tiny", seed=0)
+    return tiny_models.build_tiny("qwen2-audio-7b-instruct", tmp_path_factory.mktemp("rl_configs") / "tiny", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +212,7 @@ def _fit_one_step(rel: str, tiny_lalm: Path, meld_root: Path, out: Path) -> tupl
     return out / "ckpt" / "last.ckpt", init
 
 
-@pytest.mark.parametrize("rel", ["configs/emorl/grpo_eswr_eur_meld.yaml", "configs/sft_ir_meld.yaml"],
+@pytest.mark.parametrize("rel", ["configs/emorl/grpo_eswr_eur_meld.yaml", "configs/sft/sft_ir_meld.yaml"],
                          ids=["grpo_eswr_eur_meld", "sft_ir_meld"])
 def test_the_cross_config_tests_a_meld_checkpoint_zero_shot_on_every_track2_set(rel, tiny_lalm, tiny_meld,
                                                                               track2_sets, tmp_path, monkeypatch):
@@ -264,7 +265,7 @@ def test_the_cross_config_tests_a_meld_checkpoint_zero_shot_on_every_track2_set(
 def test_docs_rl_maps_every_row_to_its_config():
     text = (ROOT / "docs" / "rl.md").read_text()
     section = text[text.index("## The paper's tables, row by row"):]
-    named = [*ROWS, "configs/emorl/meld_cross.yaml", "configs/sft_ir_meld.yaml", "configs/sft_ir_iemocap.yaml",
+    named = [*ROWS, "configs/emorl/meld_cross.yaml", "configs/sft/sft_ir_meld.yaml", "configs/sft/sft_ir_iemocap.yaml",
              "configs/lalm/qwen2_audio_zeroshot_direct.yaml", "configs/lalm/qwen2_audio_zeroshot_cot.yaml"]
     for rel in named:
         assert rel in section, rel

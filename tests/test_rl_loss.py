@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from emorl.rl.advantages import group_advantages
-from emorl.rl.loss import grpo_loss, kl_k3, selective_log_softmax, token_entropy
+from emorl.rl.loss import grpo_loss, kl_k3
 
 
 def test_group_advantages_by_hand():
@@ -119,15 +119,6 @@ def test_k3_is_nonnegative_and_zero_at_equality():
     a, b = torch.randn(100), torch.randn(100)
     assert torch.all(kl_k3(a, b) >= 0)
     assert torch.all(kl_k3(a, a) == 0)
-
-
-def test_selective_log_softmax_and_entropy_match_torch():
-    logits = torch.randn(5, 7, 11)
-    ids = torch.randint(0, 11, (5, 7))
-    expected = torch.log_softmax(logits / 0.7, -1).gather(-1, ids[..., None])[..., 0]
-    assert torch.allclose(selective_log_softmax(logits, ids, temperature=0.7, chunk=2), expected, atol=1e-6)
-    p = torch.softmax(logits, -1)
-    assert torch.allclose(token_entropy(logits, chunk=3), -(p * p.log()).sum(-1), atol=1e-5)
 
 
 def test_loss_argument_errors():

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emorl import zoo
+from emorl.tiny_models import build_tiny
 from emorl.upstreams import Upstream, masked_mean, select_layer, state_dict_digest
 from emorl.upstreams.hf import HFUpstream
 
@@ -16,7 +16,7 @@ LENGTHS = [16_000, 9_137, 4_321, 2_000]  # samples at 16 kHz
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_upstreams")
-    return {name: zoo.build_tiny(name, root / name) for name in NAMES}
+    return {name: build_tiny(name, root / name) for name in NAMES}
 
 
 @pytest.fixture(scope="module")
@@ -172,9 +172,9 @@ def test_masked_mean_ignores_padding():
 
 def test_identity_follows_the_weights(tmp_path):
     """Re-saving other weights changes the identity; a base Upstream can hash its state dict."""
-    path = zoo.build_tiny("wavlm-large", tmp_path / "m", seed=0)
+    path = build_tiny("wavlm-large", tmp_path / "m", seed=0)
     first = HFUpstream(path)
-    zoo.build_tiny("wavlm-large", tmp_path / "m", seed=1)
+    build_tiny("wavlm-large", tmp_path / "m", seed=1)
     second = HFUpstream(path)
     assert first.identity != second.identity
     assert first.identity.startswith("hf-wavlm-")

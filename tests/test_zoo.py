@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from emorl import zoo
+from emorl.tiny_models import build_tiny, tiny_main
 from emorl.upstreams import load_upstream, upstream_dims, upstream_identity
 from emorl.upstreams.hf import HFUpstream, UpstreamLoadError
 
@@ -23,7 +24,7 @@ def _no_real_models(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_zoo")
-    return {name: zoo.build_tiny(name, root / name) for name in NAMES}
+    return {name: build_tiny(name, root / name) for name in NAMES}
 
 
 def test_every_card_loads_with_its_fields():
@@ -73,8 +74,8 @@ def test_tiny_model_loads_through_the_normal_path(name, tiny_models):
 
 
 def test_build_tiny_is_deterministic(tmp_path):
-    a = zoo.build_tiny("hubert-large", tmp_path / "a", seed=3)
-    b = zoo.build_tiny("hubert-large", tmp_path / "b", seed=3)
+    a = build_tiny("hubert-large", tmp_path / "a", seed=3)
+    b = build_tiny("hubert-large", tmp_path / "b", seed=3)
     sa = HFUpstream(a).model.state_dict()
     sb = HFUpstream(b).model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -146,6 +147,6 @@ def test_list_and_tiny_commands(tmp_path, capsys):
     for name in NAMES:
         assert name in out
     assert "69.47/69.07/69.29" in out and "not found" in out
-    assert zoo.tiny_main("wavlm-large", tmp_path / "w") == 0
+    assert tiny_main("wavlm-large", tmp_path / "w") == 0
     assert "upstream:" in capsys.readouterr().out
     assert (tmp_path / "w" / "config.json").is_file()

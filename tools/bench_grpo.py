@@ -30,7 +30,7 @@ emorl now builds it once per tokenizer (``emorl.lalm.generation.stop_string_crit
 
 The floor runs the policy and reference passes as full sequences (prompt + answer, G times per
 prompt), as TRL does; emorl's passes run each prompt once and share its keys and values among its
-G answers (``emorl.lalm.prefix``), so emorl's step can be below its floor.
+G answers (``emorl.lalm.scoring``), so emorl's step can be below its floor.
 
 On a GPU machine with torch, transformers, peft and lightning (nothing else of emorl's
 dependencies is needed: no librosa, soundfile, jsonargparse or datasets; the script puts the
@@ -71,6 +71,7 @@ gradient checkpointing off and on around every generation: both are part of its 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import functools
 import json
@@ -179,58 +180,6 @@ def random_weights(device: str, seed: int = 0):
             cls.from_pretrained = own
         else:
             del cls.from_pretrained
-
-
-# -- instrumentation of the real code path -------------------------------------------------------
-class Probe:
-    """Timers wrapped around the functions ``sample_rollout`` calls (prompt features + audio tower,
-    answer post-processing), and ``min_new_tokens`` added to its ``generate`` call so that every
-    answer runs to ``max_new_tokens``. Restores everything on exit."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.seconds: dict[str, float] = {}
-        self._undo: list = []
-
-    def _timed(self, owner, name: str, key: str) -> None:
-        original = getattr(owner, name)
-
-        @functools.wraps(original)
-        def wrapper(*args, **kwargs):
-            start = self.clock()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds[key] = self.seconds.get(key, 0.0) + self.clock() - start
-
-        setattr(owner, name, wrapper)
-        self._undo.append((owner, name, original))
-
-    def __enter__(self) -> "Probe":
-        import emorl.lalm.generation as generation
-        import emorl.models.rollout as rollout
-
-        self._timed(rollout, "build_prompts", "prompt")
-        self._timed(rollout, "embed_prompts", "prompt")
-        self._timed(generation, "postprocess", "answers")
-        original = rollout.generate
-
-        @functools.wraps(original)
-        def forced(*args, **kwargs):
-            kwargs.setdefault("min_new_tokens", kwargs.get("max_new_tokens", 256))
-            return original(*args, **kwargs)
-
-        rollout.generate = forced
-        self._undo.append((rollout, "generate", original))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for owner, name, original in reversed(self._undo):
-            setattr(owner, name, original)
-
-    def take(self) -> dict[str, float]:
-        seconds, self.seconds = self.seconds, {}
-        return seconds
 
 
 # -- the floor: plain transformers / torch calls -------------------------------------------------
@@ -378,7 +327,7 @@ def run_emorl(args, folder: Path, work: Path, clock: Clock) -> dict:
     import lightning as L
 
     from emorl.models.grpo import GRPOLALM
-    from emorl.models.lalm_common import clips_from_batch
+    from emorl.lalm.answers import clips_from_batch
 
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -391,6 +340,8 @@ def run_emorl(args, folder: Path, work: Path, clock: Clock) -> dict:
             gradient_checkpointing=args.gradient_checkpointing, logprob_micro_batch=args.micro_batch or args.generations,
             accumulate_grad_batches=1, gradient_clip_val=1.0, lr=1e-6, prompt_format="esr", answers_to_log=8,
         )
+    # every answer runs to max_new_tokens (end-of-turn suppressed until then), as in the floor and TRL
+    module.rollout_options = dataclasses.replace(module.rollout_options, min_new_tokens=args.new_tokens)
     backbone = module.backbone
     base = [p for n, p in backbone.model.named_parameters() if "lora_" not in n]
     lora = [p for n, p in backbone.model.named_parameters() if "lora_" in n]
@@ -403,7 +354,6 @@ def run_emorl(args, folder: Path, work: Path, clock: Clock) -> dict:
     loader = torch.utils.data.DataLoader(ClipSet(clips), batch_size=args.prompts, shuffle=False, collate_fn=collate)
     rows: list[dict] = []
     floors: list[dict] = []
-    probe = Probe(clock)
     info: dict = {}
 
     class Recorder(L.Callback):
@@ -415,19 +365,14 @@ def run_emorl(args, folder: Path, work: Path, clock: Clock) -> dict:
             now = clock()
             self.gap = None if self.last_end is None else now - self.last_end
             self.start = now
-            probe.take()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             now = clock()
-            rollout = pl_module.last_rollout
-            inner = probe.take()
-            timings = rollout.timings
-            row = {"inside": now - self.start, "gap": self.gap, **{k: float(v) for k, v in timings.items()},
+            rollout = pl_module.last_rollout  # its timings: prompt, decode, answers, generate, rewards, reference
+            row = {"inside": now - self.start, "gap": self.gap, **{k: float(v) for k, v in rollout.timings.items()},
                    **{k: float(v) for k, v in pl_module.last_update_seconds.items()},
-                   "prompt": inner.get("prompt", 0.0), "answers": inner.get("answers", 0.0),
                    "tokens": int(rollout.completion_mask.sum()), "decode_steps": int(rollout.completion_ids.shape[1]),
                    "answers_n": len(rollout), "prompt_tokens": int(rollout.prompt.lengths.max())}
-            row["decode"] = row["generate"] - row["prompt"] - row["answers"]
             if batch_idx >= args.warmup:
                 rows.append(row)
                 if device.type == "cuda" and "peak_steps" not in info:
@@ -451,8 +396,7 @@ def run_emorl(args, folder: Path, work: Path, clock: Clock) -> dict:
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with probe:
-        trainer.fit(module, train_dataloaders=loader)
+    trainer.fit(module, train_dataloaders=loader)
     if device.type == "cuda":
         memory["peak_steps"] = info.get("peak_steps", torch.cuda.max_memory_allocated())
         memory["peak_with_floor"] = torch.cuda.max_memory_allocated()

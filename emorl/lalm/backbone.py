@@ -51,6 +51,8 @@ MODEL_TYPES = {
     "qwen2_5_omni_thinker": "qwen2.5-omni",
 }
 #: Default LoRA targets: every linear layer of the language model's blocks.
+#: The LoRA options SFT and GRPO use when a config sets neither ``lora`` nor ``full_finetune``.
+DEFAULT_LORA = {"r": 8, "alpha": 16, "dropout": 0.05}
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}

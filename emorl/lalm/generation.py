@@ -1,4 +1,4 @@
-"""Batched generation from merged prompt embeddings, and log-probs of completions.
+"""Batched generation from merged prompt embeddings.
 
     batch = build_prompts(backbone, messages, clips)            # emorl.lalm.inputs
     result = generate(backbone, batch, max_new_tokens=64)       # greedy, stops at </answer>
@@ -10,21 +10,21 @@ language model then generates from ``inputs_embeds`` with left padding. With
 tower still runs once per prompt. The checkpoint's own sampling defaults (``generation_config``:
 top_k, repetition_penalty, ...) are not used: every setting comes from the arguments.
 
-For GRPO, :func:`completion_logprobs` scores completions from the same :class:`PromptEmbeds`
-(policy pass; and the reference pass inside ``backbone.adapter_disabled()``), with no audio
-tower call.
+The completions are scored (log-probs, entropies) from the same :class:`PromptEmbeds` by
+:func:`emorl.lalm.scoring.completion_scores`, with no audio tower call.
 """
 
 from __future__ import annotations
 
+import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from transformers import StoppingCriteria
 
-from emorl.lalm.inputs import PromptBatch, PromptEmbeds, embed_prompts, position_ids
+from emorl.lalm.inputs import PromptBatch, PromptEmbeds, embed_prompts
 
 DEFAULT_STOP_STRINGS = ("</answer>",)
 
@@ -41,6 +41,9 @@ class GenerationResult:
     prompt_lengths: torch.Tensor     # (B,) prompt tokens (audio tokens included, padding not)
     prompt: PromptEmbeds             # the B merged prompts (reuse them for log-probs)
     num_return_sequences: int = 1
+    #: seconds of ``decode`` (the model's generate, until the ids are on the CPU) and ``answers``
+    #: (cutting at stop strings, decoding to text)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def completion_lengths(self) -> torch.Tensor:
@@ -189,6 +192,7 @@ def generate(
     hf_model = backbone.hf_model
     was_training = hf_model.training
     hf_model.eval()
+    start = time.perf_counter()
     try:
         sequences = hf_model.generate(
             inputs_embeds=expanded.inputs_embeds, attention_mask=expanded.attention_mask,
@@ -198,93 +202,12 @@ def generate(
         hf_model.train(was_training)
     if not isinstance(sequences, torch.Tensor):
         sequences = sequences.sequences
-    sequences = sequences.cpu()
+    sequences = sequences.cpu()  # waits for the device: the decoding time is all in
+    decoded = time.perf_counter()
     texts, completion_ids, mask, truncated = postprocess(backbone, sequences, stop_strings)
     return GenerationResult(
         texts=texts, completion_ids=completion_ids, completion_mask=mask, truncated=truncated,
         prompt_index=torch.arange(len(prompt)).repeat_interleave(g), prompt_lengths=prompt.lengths.cpu(),
         prompt=prompt, num_return_sequences=g,
+        timings={"decode": decoded - start, "answers": time.perf_counter() - decoded},
     )
-
-
-def completion_logprobs(
-    backbone,
-    prompt: PromptEmbeds,
-    completion_ids: torch.Tensor,
-    completion_mask: torch.Tensor | None = None,
-    prompt_index: torch.Tensor | None = None,
-    temperature: float = 1.0,
-) -> torch.Tensor:
-    """Per-token log-probs ``(N, T)`` of ``completion_ids`` after the merged prompts.
-
-    ``prompt_index`` maps each completion row to its prompt row (``GenerationResult.prompt_index``);
-    without it the rows correspond one to one. No audio-tower call: the prompts' embeddings are
-    reused. Positions where ``completion_mask`` is 0 get log-prob 0. Runs under the caller's grad
-    mode (policy: with grad; reference: ``torch.no_grad()`` inside ``backbone.adapter_disabled()``).
-    """
-    return completion_scores(backbone, prompt, completion_ids, completion_mask, prompt_index, temperature)[0]
-
-
-def completion_scores(
-    backbone,
-    prompt: PromptEmbeds,
-    completion_ids: torch.Tensor,
-    completion_mask: torch.Tensor | None = None,
-    prompt_index: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-    share_prompts: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`completion_logprobs` plus, with ``with_entropy``, each position's next-token
-    entropy ``(N, T)`` (no grad; 0 where the mask is 0) from the same forward pass.
-
-    When several rows answer the same prompt (``prompt_index`` with repeats) each prompt runs
-    through the language model once and its answers attend to its keys and values
-    (:func:`emorl.lalm.prefix.shared_prompt_scores`; same values and gradients);
-    ``share_prompts=False`` runs every row as a full sequence.
-    """
-    if share_prompts and prompt_index is not None and len(torch.unique(prompt_index)) < len(prompt_index):
-        from emorl.lalm.prefix import shared_prompt_scores
-
-        if completion_mask is None:
-            completion_mask = torch.ones_like(completion_ids)
-        return shared_prompt_scores(backbone, prompt, completion_ids, completion_mask, prompt_index,
-                                    temperature, with_entropy)
-    if prompt_index is not None:
-        prompt = prompt.select(prompt_index.to(prompt.inputs_embeds.device))
-    device = prompt.inputs_embeds.device
-    completion_ids = completion_ids.to(device)
-    if completion_mask is None:
-        completion_mask = torch.ones_like(completion_ids)
-    completion_mask = completion_mask.to(device=device, dtype=prompt.attention_mask.dtype)
-    embeds = torch.cat([prompt.inputs_embeds, backbone.input_embeddings()(completion_ids)], dim=1)
-    mask = torch.cat([prompt.attention_mask, completion_mask], dim=1)
-    hf_model = backbone.hf_model
-    hidden = hf_model.model(
-        inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids(mask), use_cache=False
-    ).last_hidden_state
-    length = prompt.inputs_embeds.shape[1]
-    return token_scores(backbone, hidden[:, length - 1 : -1], completion_ids, completion_mask, temperature, with_entropy)
-
-
-def token_scores(
-    backbone,
-    hidden: torch.Tensor,
-    completion_ids: torch.Tensor,
-    completion_mask: torch.Tensor,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs ``(N, T)`` of ``completion_ids`` (and entropies, no grad) from the hidden states that
-    predict them (``hidden[:, t]`` predicts token ``t``); 0 where ``completion_mask`` is 0."""
-    logits = backbone.hf_model.lm_head(hidden).float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    log_probs = torch.log_softmax(logits, dim=-1)
-    keep = completion_mask.to(log_probs.dtype)
-    logp = log_probs.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) * keep
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = -(log_probs.exp() * log_probs).sum(-1) * keep
-    return logp, entropy

@@ -305,5 +305,5 @@ def build_tiny_family(family: str, out: str | os.PathLike, seed: int = 0, sizes:
 
 
 def build_tiny(card, out: str | os.PathLike, seed: int = 0) -> Path:
-    """Zoo entry point (``emorl.zoo.build_tiny`` for ``kind: lalm`` cards): backend = family."""
+    """Zoo entry point (``emorl.tiny_models.build_tiny`` for ``kind: lalm`` cards): backend = family."""
     return build_tiny_family(card.backend, out, seed=seed, sizes=dict(card.tiny or {}))

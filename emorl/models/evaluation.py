@@ -1,4 +1,6 @@
-"""Per-stage SER metrics for any emorl LightningModule (composition, not a base class).
+"""What every emorl LightningModule shares at validation, test and predict time (composition, not a
+base class): per-stage SER metrics, and the bodies of the audio-language modules' test and
+predict steps.
 
 A module holds one :class:`StageMetrics`, calls :meth:`update` from its validation / test steps
 with predicted class ids (-1 for an unparsable answer) and true ids, and calls
@@ -6,6 +8,12 @@ with predicted class ids (-1 for an unparsable answer) and true ids, and calls
 ``val/ua``, ``val/wa``, ``val/f1``, ``val/parse_rate``, ``val/recall/<class>``, and the same under
 ``test/<test-set>/``. At the end of a test, each test set's confusion matrix goes to TensorBoard
 as a figure and its predictions to ``<log_dir>/predictions/<test-set>.jsonl``.
+
+:func:`test_batch`, :func:`finish_test` and :func:`predict_batch` are the bodies of every
+audio-language module's ``test_step``, ``on_test_epoch_end`` and ``predict_step``
+(:class:`~emorl.models.zeroshot.ZeroShotLALM`, :class:`~emorl.models.sft.SFTLALM`,
+:class:`~emorl.models.grpo.GRPOLALM`). They need of the module what :class:`AnswersClips` says:
+``answer(batch)``, ``metrics`` and ``hparams.answers_to_log`` / ``hparams.class_names``.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import lightning as L
 import torch
@@ -119,3 +127,65 @@ class StageMetrics(nn.Module):
         with path.open("w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+class AnswersClips(Protocol):
+    """What :func:`test_batch`, :func:`finish_test` and :func:`predict_batch` use of a module."""
+
+    metrics: StageMetrics
+    hparams: Any  # answers_to_log, class_names
+
+    def answer(self, batch: dict) -> tuple[list[str], torch.Tensor, Any]:
+        """Greedy answers for a DataModule batch: ``(texts, class ids (-1: unparsable), generation result)``."""
+        ...
+
+
+def log_answer_samples(module: L.LightningModule, tag: str, rows: Sequence[dict], limit: int = 8) -> None:
+    """A markdown table of sample answers (key, true label, prediction, text) to TensorBoard."""
+    trainer = module.trainer
+    experiment = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
+    if not rows or limit <= 0 or not trainer.is_global_zero or not hasattr(experiment, "add_text"):
+        return
+    lines = ["| key | label | prediction | answer |", "| --- | --- | --- | --- |"]
+    for row in rows[:limit]:
+        text = str(row.get("text", "")).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {row.get('key')} | {row.get('label')} | {row.get('prediction')} | {text} |")
+    experiment.add_text(tag, "\n".join(lines), global_step=trainer.global_step)
+
+
+def test_batch(module: AnswersClips, batch: dict | None, dataloader_idx: int) -> dict | None:
+    """Answer a test batch and add it to the module's metrics (predictions keep the raw text).
+
+    Returns ``{"test_set", "texts", "preds"}`` (the module's ``test_step`` returns it, so callbacks
+    such as :class:`emorl.explanations.ExplanationEvaluation` get the answers as ``outputs``).
+    """
+    if batch is None:
+        return None
+    name = module.trainer.datamodule.test_names[dataloader_idx]
+    texts, preds, _ = module.answer(batch)
+    module.metrics.update("test", preds.to(module.device), batch["label"], test_name=name,
+                          keys=batch["key"], texts=texts)
+    return {"test_set": name, "texts": texts, "preds": preds.tolist()}
+
+
+def finish_test(module: AnswersClips) -> dict[str, dict[str, float]]:
+    """Sample answers to TensorBoard, then every test set's scores, figure and predictions file."""
+    for name in module.metrics.test_order:
+        log_answer_samples(module, f"test/{name}/answers", module.metrics.predictions.get(name, []),
+                           module.hparams.answers_to_log)
+    return module.metrics.log_test(module)
+
+
+def predict_batch(module: AnswersClips, batch: dict | None, dataloader_idx: int) -> list[dict]:
+    """One JSON-ready row per clip: its set, key, predicted emotion (``None``: unparsable) and text."""
+    if batch is None:
+        return []
+    texts, preds, _ = module.answer(batch)
+    names = module.hparams.class_names
+    datamodule = module.trainer.datamodule
+    sets = getattr(datamodule, "predict_names", None) or getattr(datamodule, "test_names", None) or ["predict"]
+    return [
+        {"test_set": sets[dataloader_idx], "key": key, "emotion": names[int(p)] if int(p) >= 0 else None,
+         "text": text}
+        for key, p, text in zip(batch["key"], preds, texts)
+    ]

@@ -6,7 +6,8 @@ Each training step (manual optimisation):
 
 1. the batch's prompts are embedded once (each clip through the audio tower once) and G answers
    per prompt are sampled from those embeddings in one batched generation
-   (:func:`emorl.models.rollout.sample_rollout`), on every DDP rank for its own prompts;
+   (:func:`emorl.rl.rollout.sample_rollout`, with the :class:`~emorl.rl.rollout.RolloutOptions`
+   built once from the config), on every DDP rank for its own prompts;
 2. the answers are scored by the configured reward list (:mod:`emorl.rl.rewards`; ESWR's alpha
    follows its schedule) and turned into group-normalised advantages;
 3. when ``beta > 0`` the reference log-probs are computed from the same embeddings, with the LoRA
@@ -24,7 +25,7 @@ updating (policy pass and optimiser apart), and a few sampled answers as text.
 
 GRPO-PTR (EmotionThinker, ``ptr:`` + ``judge:``; ``docs/ptr.md``): the reward becomes
 ``w_format * format + w_outcome * outcome + on * w_reason * tau * reasoning``, the reasoning
-scored by a judge LM (:class:`emorl.models.ptr_rewards.PTRRewards`); its switch state goes into
+scored by a judge LM (:class:`emorl.rl.ptr.PTRRewards`); its switch state goes into
 the checkpoint (``emorl_ptr``), the judge never does.
 
 Checkpoints hold the trained weights only, with alpha and every rank's RNG states; Lightning adds
@@ -43,25 +44,22 @@ import lightning as L
 import torch
 
 from emorl.lalm import load_backbone
-from emorl.models.evaluation import StageMetrics
-from emorl.models.lalm_common import (
-    PromptBuilder,
-    answer_batch,
+from emorl.lalm.answers import answer_batch, clips_from_batch
+from emorl.lalm.backbone import DEFAULT_LORA
+from emorl.lalm.scoring import completion_scores
+from emorl.models.checkpoints import (
     check_trainable_weights,
-    clips_from_batch,
     enter_train_mode,
-    finish_test,
     keep_trainable_weights,
     load_trained_weights,
-    log_answer_samples,
-    predict_batch,
-    test_batch,
 )
-from emorl.models.ptr_rewards import PTRRewards
-from emorl.models.rollout import Rollout, logprobs_in_chunks, sample_rollout
-from emorl.prompts import DEFAULT_SYSTEM_PROMPT
+from emorl.models.evaluation import StageMetrics, finish_test, log_answer_samples, predict_batch, test_batch
+from emorl.models.optim import adamw_with_warmup
+from emorl.prompts import DEFAULT_SYSTEM_PROMPT, PromptBuilder
 from emorl.rl.loss import grpo_loss
+from emorl.rl.ptr import PTRRewards
 from emorl.rl.rewards import RewardContext, RewardSet
+from emorl.rl.rollout import Rollout, RolloutOptions, sample_rollout
 from emorl.rl.schedule import alpha_at
 from emorl.rng import capture_all_ranks, restore_this_rank
 
@@ -145,8 +143,12 @@ class GRPOLALM(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         if lora is None and not full_finetune:
-            lora = {"r": 8, "alpha": 16, "dropout": 0.05}
+            lora = dict(DEFAULT_LORA)
         self.prompts = PromptBuilder(class_names, prompt_format, system_prompt, shuffle_options, prompt_seed)
+        self.rollout_options = RolloutOptions(
+            num_generations=num_generations, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            scale_rewards=scale_rewards, mask_truncated=mask_truncated,
+        )
         if ptr is not None and rewards is not None:
             raise ValueError("with ptr the rewards are ptr.format and ptr.outcome: set rewards to null")
         self.ptr = PTRRewards.from_options(ptr, judge, class_names) if ptr is not None else None
@@ -188,8 +190,7 @@ class GRPOLALM(L.LightningModule):
         labels = [names[int(i)] for i in batch["label"]]
         rollout = sample_rollout(
             self.backbone, self.prompts.messages(batch["key"]), clips_from_batch(batch), labels, self.rewards,
-            self._context(), hp.num_generations, hp.max_new_tokens, hp.temperature, hp.top_p, hp.scale_rewards,
-            hp.mask_truncated, gather_rewards=self._gather if self.trainer.world_size > 1 else None,
+            self._context(), self.rollout_options, gather_rewards=self._gather if self.trainer.world_size > 1 else None,
             rows=batch.get("row"), reward_hook=self.ptr.hook_on(self.device) if self.ptr is not None else None,
         )
         start = self._synchronized_clock()
@@ -216,11 +217,17 @@ class GRPOLALM(L.LightningModule):
         finally:
             self.backbone.model = policy
 
+    def _scores(self, rollout: Rollout, rows: torch.Tensor, with_entropy: bool = False):
+        """Per-token log-probs (and entropies) of the rollout's answers ``rows``, from its kept prompt
+        embeddings (no audio-tower call), under the caller's grad mode."""
+        return completion_scores(
+            self.backbone, rollout.prompt, rollout.completion_ids[rows], rollout.completion_mask[rows],
+            prompt_index=rollout.prompt_index[rows], temperature=self.hparams.temperature, with_entropy=with_entropy,
+        )
+
     def _chunked(self, rollout: Rollout, rows: torch.Tensor) -> torch.Tensor:
-        size = self.hparams.logprob_micro_batch
-        parts = [logprobs_in_chunks(self.backbone, rollout, chunk, self.hparams.temperature)[0]
-                 for chunk in rows.split(size)]
-        return torch.cat(parts)
+        """:meth:`_scores`' log-probs, ``logprob_micro_batch`` answers per forward pass."""
+        return torch.cat([self._scores(rollout, chunk)[0] for chunk in rows.split(self.hparams.logprob_micro_batch)])
 
     # -- the update ---------------------------------------------------------------------------
     def training_step(self, batch: dict | None, batch_idx: int) -> None:
@@ -290,7 +297,7 @@ class GRPOLALM(L.LightningModule):
         """One micro-batch's share of the step's loss: its normalised loss weighted by its share of
         the answers (``dapo``: its token sum over the whole step's active tokens, unweighted)."""
         hp = self.hparams
-        logps, entropy = logprobs_in_chunks(self.backbone, rollout, rows, hp.temperature, with_entropy=True)
+        logps, entropy = self._scores(rollout, rows, with_entropy=True)
         mask = rollout.completion_mask[rows].to(logps.device, logps.dtype)
         old = rollout.old_logps[rows].to(logps.device) if rollout.old_logps is not None else logps.detach()
         ref = rollout.ref_logps[rows].to(logps.device) if rollout.ref_logps is not None else None
@@ -337,19 +344,19 @@ class GRPOLALM(L.LightningModule):
             self.log_dict(counts, sync_dist=True, reduce_fx="sum", batch_size=1)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warmup = max(int(self.hparams.warmup_steps), 1)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        # always a scheduler (factor 1 without warm-up): what GRPO checkpoints have always held
+        return adamw_with_warmup(self, self.hparams.lr, self.hparams.weight_decay, self.hparams.warmup_steps,
+                                 scheduler_without_warmup=True)
 
     # -- evaluation ---------------------------------------------------------------------------
-    def _answer(self, batch: dict):
+    def answer(self, batch: dict):
+        """Greedy answers for a DataModule batch: ``(texts, class ids (-1: unparsable), result)``
+        (what :mod:`emorl.models.evaluation`'s test / predict bodies call)."""
         return answer_batch(self.backbone, self.prompts, batch, self.hparams.eval_max_new_tokens)
 
     def validation_step(self, batch: dict | None, batch_idx: int) -> None:
         if batch is not None:
-            self.metrics.update("val", self._answer(batch)[1].to(self.device), batch["label"])
+            self.metrics.update("val", self.answer(batch)[1].to(self.device), batch["label"])
 
     def on_validation_epoch_end(self) -> None:
         self.metrics.log_validation(self)

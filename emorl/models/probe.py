@@ -229,7 +229,10 @@ class LinearProbe(L.LightningModule):
             return []
         probs = self.logits(batch).softmax(-1)
         names = self.hparams.class_names
-        test_set = self.trainer.datamodule.test_names[dataloader_idx]
+        # the predict loaders' names: the predict_path's (emorl predict --data.predict_path), else the test sets'
+        datamodule = self.trainer.datamodule
+        sets = getattr(datamodule, "predict_names", None) or getattr(datamodule, "test_names", None) or ["predict"]
+        test_set = sets[dataloader_idx]
         return [
             {"test_set": test_set, "key": key, "emotion": names[int(p.argmax())],
              "probabilities": dict(zip(names, p.tolist()))}

@@ -1,7 +1,7 @@
 """Supervised fine-tuning of an audio-language model on emotion answers (EMO-RL's "SFT + IR").
 
-    emorl fit --config configs/sft_ir_meld.yaml
-    emorl test --config configs/sft_ir_meld.yaml --ckpt_path runs/sft_ir_meld/version_N/checkpoints/BEST.ckpt
+    emorl fit --config configs/sft/sft_ir_meld.yaml
+    emorl test --config configs/sft/sft_ir_meld.yaml --ckpt_path runs/sft_ir_meld/version_N/checkpoints/BEST.ckpt
 
 Each training clip becomes the prompt of :mod:`emorl.prompts` (format ``ir`` by default) and a
 target answer: ``<answer>label</answer>``, or, when the format asks for reasoning, the full answer
@@ -39,31 +39,25 @@ import lightning as L
 import torch
 
 from emorl.lalm import load_backbone
-from emorl.lalm.generation import completion_logprobs, generate
+from emorl.lalm.answers import answer_batch, clips_from_batch, target_ids
+from emorl.lalm.backbone import DEFAULT_LORA
+from emorl.lalm.generation import generate
 from emorl.lalm.inputs import build_prompts, embed_prompts
-from emorl.models.evaluation import StageMetrics
-from emorl.models.lalm_common import (
-    PromptBuilder,
-    answer_batch,
+from emorl.lalm.scoring import completion_scores
+from emorl.models.checkpoints import (
     check_trainable_weights,
-    clips_from_batch,
     enter_train_mode,
-    finish_test,
     keep_trainable_weights,
     load_trained_weights,
-    log_answer_samples,
-    predict_batch,
-    target_ids,
-    test_batch,
 )
-from emorl.prompts import DEFAULT_SYSTEM_PROMPT, PROSODY_QUESTION, build_messages, target_text
+from emorl.models.evaluation import StageMetrics, finish_test, log_answer_samples, predict_batch, test_batch
+from emorl.models.optim import adamw_with_warmup
+from emorl.prompts import DEFAULT_SYSTEM_PROMPT, PROSODY_QUESTION, PromptBuilder, build_messages, target_text
 from emorl.prosody.task import TaskMix, describe_prosody, known_levels, read_description, row_bins
 from emorl.prosody.task_metrics import DescriptionAccuracy
-from emorl.reasoning import template_rationale, template_reasoning
+from emorl.reasoning import esr_blocks, eur_rationale
 
 log = logging.getLogger(__name__)
-
-DEFAULT_LORA = {"r": 8, "alpha": 16, "dropout": 0.05}
 
 
 def sft_target(format_name: str, label: str, row: dict | None, reasoning: str = "manifest") -> str:
@@ -78,12 +72,12 @@ def sft_target(format_name: str, label: str, row: dict | None, reasoning: str = 
         if row.get("rationale"):
             return target_text(format_name, label, rationale=row["rationale"])
         if reasoning == "template":
-            return target_text(format_name, label, rationale=template_rationale(label, row))
+            return target_text(format_name, label, rationale=eur_rationale(row, label))
     if format_name == "esr":
         if isinstance(row.get("reasoning"), dict):
             return target_text("esr", label, structured=row["reasoning"])
         if reasoning == "template":
-            return target_text("esr", label, structured=template_reasoning(label, row))
+            return target_text("esr", label, structured=esr_blocks(row, label))
     return target_text("ir", label)
 
 
@@ -105,7 +99,7 @@ class SFTLALM(L.LightningModule):
             weight, the description accuracies when ``prosody`` has one.
         task_seed: seeds the task draw (same seed, epoch and clip key: same task).
         prosody_max_new_tokens: description length at validation / test.
-        system_prompt / shuffle_options / prompt_seed: see :class:`emorl.models.lalm_common.PromptBuilder`.
+        system_prompt / shuffle_options / prompt_seed: see :class:`emorl.prompts.PromptBuilder`.
         lora: LoRA options (``r``, ``alpha``, ``dropout``, ``target_modules``); ``null`` with
             ``full_finetune: true`` for full fine-tuning.
         train_projector: also train the audio -> text projector.
@@ -214,7 +208,7 @@ class SFTLALM(L.LightningModule):
         with grad:
             prompt = embed_prompts(self.backbone, inputs)
         ids, mask = target_ids(self.backbone.tokenizer, targets, self.backbone.pad_token_id)
-        logps = completion_logprobs(self.backbone, prompt, ids.to(self.device), mask.to(self.device))
+        logps, _ = completion_scores(self.backbone, prompt, ids.to(self.device), mask.to(self.device))
         tokens = int(mask.sum())
         return -(logps.sum() / max(tokens, 1)), tokens
 
@@ -247,18 +241,14 @@ class SFTLALM(L.LightningModule):
             self.fallback_tasks = 0
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
-            raise RuntimeError("nothing to train: set lora, train_projector or full_finetune")
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warmup = int(self.hparams.warmup_steps)
-        if warmup <= 0:
-            return optimizer
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        # no scheduler without warm-up: what SFT checkpoints have always held
+        return adamw_with_warmup(self, self.hparams.lr, self.hparams.weight_decay, self.hparams.warmup_steps,
+                                 scheduler_without_warmup=False)
 
     # -- evaluation -------------------------------------------------------------------------------
-    def _answer(self, batch: dict):
+    def answer(self, batch: dict):
+        """Greedy answers for a DataModule batch: ``(texts, class ids (-1: unparsable), result)``
+        (what :mod:`emorl.models.evaluation`'s test / predict bodies call)."""
         return answer_batch(self.backbone, self.prompts, batch, self.hparams.max_new_tokens)
 
     def describe(self, batch: dict) -> tuple[list[str], list[dict], list[str]]:
@@ -279,7 +269,7 @@ class SFTLALM(L.LightningModule):
             loss, _ = self.sft_loss(batch)
         self.log("val/loss", loss, batch_size=len(batch["key"]), sync_dist=True)
         if self.uses("emotion"):
-            _, preds, _ = self._answer(batch)
+            _, preds, _ = self.answer(batch)
             self.metrics.update("val", preds.to(self.device), batch["label"])
         if self.uses("prosody"):
             texts, bins, _ = self.describe(batch)

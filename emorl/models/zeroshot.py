@@ -18,15 +18,9 @@ import lightning as L
 import torch
 
 from emorl.lalm import load_backbone
-from emorl.models.evaluation import StageMetrics
-from emorl.models.lalm_common import (
-    PromptBuilder,
-    answer_batch,
-    finish_test,
-    predict_batch,
-    test_batch,
-)
-from emorl.prompts import DEFAULT_SYSTEM_PROMPT
+from emorl.lalm.answers import answer_batch
+from emorl.models.evaluation import StageMetrics, finish_test, predict_batch, test_batch
+from emorl.prompts import DEFAULT_SYSTEM_PROMPT, PromptBuilder
 
 
 class ZeroShotLALM(L.LightningModule):
@@ -69,13 +63,15 @@ class ZeroShotLALM(L.LightningModule):
         self.metrics = StageMetrics(class_names)
         self.test_results: dict[str, dict[str, float]] = {}
 
-    def _answer(self, batch: dict):
+    def answer(self, batch: dict):
+        """Greedy answers for a DataModule batch: ``(texts, class ids (-1: unparsable), result)``
+        (what :mod:`emorl.models.evaluation`'s test / predict bodies call)."""
         return answer_batch(self.backbone, self.prompts, batch, self.hparams.max_new_tokens, self.stop_strings)
 
     def validation_step(self, batch: dict | None, batch_idx: int) -> None:
         if batch is None:
             return
-        _, preds, _ = self._answer(batch)
+        _, preds, _ = self.answer(batch)
         self.metrics.update("val", preds.to(self.device), batch["label"])
 
     def on_validation_epoch_end(self) -> None:
@@ -94,4 +90,4 @@ class ZeroShotLALM(L.LightningModule):
         raise RuntimeError("ZeroShotLALM is not trained: use `emorl test` / `validate` / `predict`")
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self._answer(batch)[1]
+        return self.answer(batch)[1]

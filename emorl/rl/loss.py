@@ -1,6 +1,7 @@
 """The GRPO policy loss: clipped importance ratio times advantage, plus k3 KL, four normalisations.
 
-Per completion token t of answer i (REFERENCE.md section 2, the loss TRL's ``GRPOTrainer`` uses)::
+Per completion token t of answer i (the loss of TRL's ``GRPOTrainer``, ``trl/trainer/grpo_trainer.py``;
+DeepSeekMath's GRPO, arXiv:2402.03300, with the clip range of DAPO, arXiv:2503.14476)::
 
     r   = exp(logp - old_logp)
     l   = -min(r * A_i, clip(r, 1 - epsilon, 1 + epsilon_high) * A_i) + beta * KL
@@ -33,32 +34,6 @@ from torch import Tensor
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
-
-
-def selective_log_softmax(logits: Tensor, token_ids: Tensor, temperature: float = 1.0, chunk: int = 4) -> Tensor:
-    """``log softmax(logits / temperature)`` at ``token_ids``: ``(B, T, V), (B, T) -> (B, T)`` float32.
-
-    Works ``chunk`` rows at a time in float32, so the (B, T, V) log-softmax is never materialised
-    at once.
-    """
-    out = []
-    for rows, ids in zip(logits.split(chunk), token_ids.split(chunk)):
-        rows = rows.float()
-        if temperature != 1.0:
-            rows = rows / temperature
-        picked = rows.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-        out.append(picked - torch.logsumexp(rows, dim=-1))
-    return torch.cat(out)
-
-
-def token_entropy(logits: Tensor, temperature: float = 1.0, chunk: int = 4) -> Tensor:
-    """Entropy of each position's next-token distribution, ``(B, T, V) -> (B, T)`` float32, no grad."""
-    out = []
-    with torch.no_grad():
-        for rows in logits.split(chunk):
-            logp = torch.log_softmax(rows.float() / temperature, dim=-1)
-            out.append(-(logp.exp() * logp).sum(-1))
-    return torch.cat(out)
 
 
 def kl_k3(logps: Tensor, ref_logps: Tensor) -> Tensor:

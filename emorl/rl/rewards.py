@@ -49,7 +49,7 @@ class RewardContext:
         strict_answer: read the label only from an ``<answer>`` block.
         rows: each answer's manifest row (transcript, ``prosody``...), for rewards that read the
             clip (GRPO-PTR's judge); set per answer by
-            :func:`emorl.models.rollout.sample_rollout`, ``None`` when unknown.
+            :func:`emorl.rl.rollout.sample_rollout`, ``None`` when unknown.
         group_size: answers per prompt (G); answers are laid out prompt by prompt.
     """
 

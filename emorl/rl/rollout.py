@@ -1,13 +1,11 @@
-"""GRPO rollouts: G sampled answers per prompt, their rewards and advantages, log-prob passes.
+"""GRPO rollouts: G sampled answers per prompt, their rewards and group advantages.
 
-Pure orchestration of :mod:`emorl.lalm` and :mod:`emorl.rl` for :class:`emorl.models.grpo.GRPOLALM`:
-
-- :func:`sample_rollout` embeds the prompts once (each clip through the audio tower once),
-  samples ``G`` answers per prompt from those embeddings, scores them and computes group
-  advantages; the prompt embeddings are kept, so every later log-prob pass (old policy,
-  reference, policy with grad) reuses them and the audio tower never runs again for this batch;
-- :func:`logprobs_in_chunks` runs a log-prob pass ``micro_batch`` answers at a time, returning
-  per-token log-probs and, optionally, per-token entropies.
+Orchestration of :mod:`emorl.lalm` and :mod:`emorl.rl` for :class:`emorl.models.grpo.GRPOLALM`:
+:func:`sample_rollout` embeds the prompts once (each clip through the audio tower once), samples
+``G`` answers per prompt from those embeddings (:class:`RolloutOptions`), scores them and computes
+group advantages. The prompt embeddings are kept in the :class:`Rollout`, so every later log-prob
+pass (old policy, reference, policy with grad: :func:`emorl.lalm.scoring.completion_scores`)
+reuses them and the audio tower never runs again for this batch.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from emorl.lalm.generation import completion_scores, generate
+from emorl.lalm.generation import generate
 from emorl.lalm.inputs import PromptEmbeds, build_prompts, embed_prompts
 from emorl.rl.advantages import group_advantages
 from emorl.rl.rewards import RewardContext, RewardSet, predicted_label
@@ -55,6 +53,36 @@ RewardHook = Callable[[Sequence[str], Sequence[str], torch.Tensor, RewardContext
                       tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
+@dataclass(frozen=True)
+class RolloutOptions:
+    """How a rollout samples and scores, built once by :class:`emorl.models.grpo.GRPOLALM` from its
+    (flat) config keys.
+
+    Attributes:
+        num_generations: G answers per prompt.
+        max_new_tokens: answer length limit.
+        temperature / top_p: sampling.
+        scale_rewards: ``group`` | ``batch`` | ``none`` (:func:`emorl.rl.advantages.group_advantages`).
+        mask_truncated: answers cut at ``max_new_tokens`` count no token in the loss.
+        min_new_tokens: forbid the end of an answer before this length (benchmarks: every answer
+            then runs to ``max_new_tokens`` when both are equal); 0 = off.
+    """
+
+    num_generations: int
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    scale_rewards: str = "group"
+    mask_truncated: bool = False
+    min_new_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if int(self.num_generations) < 1:
+            raise ValueError(f"num_generations must be >= 1 (G answers per prompt), not {self.num_generations}")
+        if int(self.max_new_tokens) < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, not {self.max_new_tokens}")
+
+
 def sample_rollout(
     backbone,
     messages: Sequence[list[dict]],
@@ -62,13 +90,9 @@ def sample_rollout(
     labels: Sequence[str],
     rewards: RewardSet,
     context: RewardContext,
-    num_generations: int,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    scale_rewards: str = "group",
-    mask_truncated: bool = False,
-    gather_rewards=None,
+    options: RolloutOptions,
+    *,
+    gather_rewards: Callable[[torch.Tensor], torch.Tensor] | None = None,
     rows: Sequence[Mapping | None] | None = None,
     reward_hook: RewardHook | None = None,
 ) -> Rollout:
@@ -78,20 +102,26 @@ def sample_rollout(
     ``scale_rewards="batch"`` under DDP); ``None`` uses the local ones. ``rows``: each prompt's
     manifest row (``batch["row"]``), handed to the rewards per answer as ``context.rows``.
     ``reward_hook``: an extra reward term (GRPO-PTR's reasoning reward), added to the total.
+
+    ``Rollout.timings`` (seconds): ``prompt`` (processor features and the audio tower),
+    ``decode`` and ``answers`` (:attr:`GenerationResult.timings`), ``generate`` (the three
+    together) and ``rewards``.
     """
-    start = time.perf_counter()
+    g = options.num_generations
+    start = _clock(backbone)
     with torch.no_grad():
         batch = build_prompts(backbone, messages, clips)
         prompt = embed_prompts(backbone, batch)
+        embedded = _clock(backbone)
         result = generate(
-            backbone, prompt, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-            top_p=top_p, num_return_sequences=num_generations,
+            backbone, prompt, max_new_tokens=options.max_new_tokens, do_sample=True,
+            temperature=options.temperature, top_p=options.top_p, num_return_sequences=g,
+            min_new_tokens=options.min_new_tokens,
         )
     generated = time.perf_counter()
     answer_labels = [labels[int(i)] for i in result.prompt_index]
     context = dataclasses.replace(
-        context, group_size=num_generations,
-        rows=[rows[int(i)] for i in result.prompt_index] if rows is not None else None,
+        context, group_size=g, rows=[rows[int(i)] for i in result.prompt_index] if rows is not None else None,
     )
     total, components = rewards(result.texts, answer_labels, context)
     correct = torch.tensor(
@@ -102,41 +132,34 @@ def sample_rollout(
         extra, more = reward_hook(result.texts, answer_labels, correct, context)
         total = total + extra
         components = {**components, **more}
-    gathered = scale_rewards == "batch" and gather_rewards is not None
-    advantages, zero_std = group_advantages(total, num_generations, "none" if gathered else scale_rewards)
+    gathered = options.scale_rewards == "batch" and gather_rewards is not None
+    advantages, zero_std = group_advantages(total, g, "none" if gathered else options.scale_rewards)
     if gathered:  # the batch std over every rank's rewards; this rank's rows of the result
         everything = gather_rewards(total)
         offset = _rank() * len(total)  # every rank samples the same number of answers
-        advantages = group_advantages(everything, num_generations, "batch")[0][offset : offset + len(total)]
+        advantages = group_advantages(everything, g, "batch")[0][offset : offset + len(total)]
     mask = result.completion_mask.clone()
-    if mask_truncated:
+    if options.mask_truncated:
         mask[result.truncated] = 0
+    timings = {"prompt": embedded - start, **result.timings, "generate": generated - start,
+               "rewards": time.perf_counter() - generated}
     return Rollout(
         prompt=prompt, prompt_index=result.prompt_index, completion_ids=result.completion_ids,
         completion_mask=mask, texts=result.texts, labels=answer_labels, rewards=total,
         components=components, advantages=advantages, zero_std=zero_std, truncated=result.truncated,
-        correct=correct, timings={"generate": generated - start, "rewards": time.perf_counter() - generated},
+        correct=correct, timings=timings,
     )
+
+
+def _clock(backbone) -> float:
+    """``perf_counter`` once the backbone's device has finished its queued work (CUDA is asynchronous)."""
+    device = getattr(backbone, "device", None)
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _rank() -> int:
     import torch.distributed as dist
 
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def logprobs_in_chunks(
-    backbone,
-    rollout: Rollout,
-    rows: torch.Tensor,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log-probs ``(n, T)`` of answers ``rows`` (and entropies), under the caller's grad mode.
-
-    Reuses the rollout's prompt embeddings: no audio-tower call.
-    """
-    return completion_scores(
-        backbone, rollout.prompt, rollout.completion_ids[rows], rollout.completion_mask[rows],
-        prompt_index=rollout.prompt_index[rows], temperature=temperature, with_entropy=with_entropy,
-    )
