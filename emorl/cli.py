@@ -119,6 +119,8 @@ def _print_overview() -> None:
         "data (`emorl data --help`):\n"
         "  data prepare {meld,iemocap,ravdess,savee}  native corpus -> prepared manifests + EmoBox folds\n"
         "  data import-emobox                         any EmoBox manifest -> prepared corpus\n"
+        "  data import-hf SOURCE --out DIR            a Hugging Face dataset (folder, parquet, Hub id) -> prepared corpus\n"
+        "  data export-hf PREPARED --out DIR          a prepared corpus -> Hugging Face dataset folder + card\n"
         "  data track2                                EmoBox cross-corpus test set (4 classes, 240 clips)\n"
         "  data synth                                 render the embedded demo corpus (espeak-ng)\n"
         "  data check                                 find unreadable / empty / silent / NaN / long clips\n"
