@@ -176,15 +176,32 @@ def export_hf(prepared_dir: str | os.PathLike, out: str | os.PathLike, with_audi
                     _generate, features=features, cache_dir=str(scratch), writer_batch_size=WRITER_BATCH,
                     gen_kwargs={"path": str(path), "root": str(corpus.root), "columns": tuple(columns),
                                 "with_audio": with_audio})
-                splits[hf_name] = ds.cast_column("audio", datasets.Audio(decode=False))
+                splits[hf_name] = ds.cast_column("audio", datasets.Audio(decode=False)) if with_audio else ds
         if not splits:
             raise ValueError(f"{corpus.root} has no non-empty split to export, check its fold files")
-        dd = datasets.DatasetDict(splits)
-        dd.save_to_disk(str(out))
+        datasets.DatasetDict(splits).save_to_disk(str(out))
+        if not with_audio:
+            mark_audio_column(out, list(splits))
+        dd = datasets.load_from_disk(str(out))
         (out / "README.md").write_text(dataset_card(corpus.name, corpus.root, dd, empty, with_audio), encoding="utf-8")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return datasets.load_from_disk(str(out))
+    return dd
+
+
+def mark_audio_column(out: Path, split_names: list[str]) -> None:
+    """Declare the saved ``{bytes, path}`` struct column ``audio`` an ``Audio(decode=False)`` column.
+
+    Why not cast before saving: ``save_to_disk`` embeds the file of every local path of an Audio
+    column, which is what ``--with-audio`` is for; without it only the paths are wanted. An Audio
+    column is stored as exactly this struct, so naming the feature in each split's
+    ``dataset_info.json`` (which ``load_from_disk`` reads the features from) is all it takes.
+    """
+    for name in split_names:
+        info_path = out / name / "dataset_info.json"
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        info["features"]["audio"] = {"decode": False, "_type": "Audio"}
+        info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
 def upload_command(out: Path, hub_id: str) -> str:

@@ -74,6 +74,14 @@ def _group_plan(groups_of_rows: Sequence[str], fold_of: Mapping[str, int], descr
     return FoldPlan(folds, memberships, describe, dict(fold_of))
 
 
+def check_roles(names: Sequence[str], roles: Mapping[str, tuple[int, str]]) -> None:
+    """Every split name must say its role (or be given one with ``--splits NAME=ROLE``)."""
+    unknown = [name for name in names if not (roles.get(name) or split_role(name))]
+    if unknown:
+        raise ValueError(f"split(s) {unknown} are not train, validation, test nor fold_K_<split>, give their "
+                         "role (--splits NAME=test), or pass --leave-one-split-out or --folds N")
+
+
 def plan_folds(splits: Sequence[list[str]], speakers: Sequence[str | None], folds: int | None,
                leave_one_split_out: bool, roles: Mapping[str, tuple[int, str]], seed: int) -> FoldPlan:
     """The folds of the imported rows (see the module docstring); ``splits[i]`` are row i's
@@ -94,10 +102,7 @@ def plan_folds(splits: Sequence[list[str]], speakers: Sequence[str | None], fold
             raise ValueError(f"--leave-one-split-out needs 2 splits or more, the rows have {names}")
         fold_of = {name: k for k, name in enumerate(names, start=1)}
         return _group_plan([row[0] for row in splits], fold_of, f"leave one split out: {names}")
-    unknown = [name for name in names if role_of[name] is None]
-    if unknown:
-        raise ValueError(f"split(s) {unknown} are not train, validation, test nor fold_K_<split>, give their "
-                         "role (--splits NAME=test), or pass --leave-one-split-out or --folds N")
+    check_roles(names, roles)
     folds_seen = sorted({role_of[name][0] for name in names})
     return FoldPlan(folds_seen, lambda i: [role_of[name] for name in splits[i]],
                     "the dataset's splits: " + ", ".join(f"{n} -> fold {role_of[n][0]} {role_of[n][1]}" for n in names))

@@ -37,7 +37,7 @@ from typing import Any, Iterator, Sequence
 
 from emorl.audio import AudioError, AudioInfo, EmptyAudioError, MissingAudioError, probe_audio
 from emorl.data.corpora.common import SkipLog, format_summary
-from emorl.data.hf_folds import plan_folds, write_corpus
+from emorl.data.hf_folds import check_roles, plan_folds, write_corpus
 from emorl.data.hf_labels import LabelResolver
 from emorl.data.hf_source import audio_kind, num_rows, open_source, parse_splits, resolve_column, source_kind, undecoded
 from emorl.data.manifest import PreparedCorpus
@@ -86,14 +86,14 @@ def materialise(cell: Any, key: str, audio_dir: Path, bases: Sequence[Path]) -> 
         (cell, None) if isinstance(cell, (bytes, bytearray)) else (None, cell))
     if data is not None:
         if len(data) == 0:
-            raise EmptyAudioError(f"audio cell of {key} holds 0 bytes")
+            raise EmptyAudioError("the audio cell holds 0 bytes")
         target = audio_dir / f"{safe_name(key)}{audio_suffix(data, path)}"
         if target.is_file() and target.stat().st_size == len(data):
             return target, False
         target.write_bytes(data)
         return target, True
     if not path:
-        raise MissingAudioError(f"audio cell of {key} holds neither bytes nor a path")
+        raise MissingAudioError("the audio cell holds neither bytes nor a path")
     candidate = Path(path)
     if not candidate.is_absolute():
         candidate = next((base / path for base in bases if (base / path).exists()), bases[0] / path if bases else candidate)
@@ -180,6 +180,8 @@ def import_hf(source: str, out: str | os.PathLike, *, name: str | None = None, c
         if unknown:
             raise ValueError(f"--splits names {unknown}, the dataset's splits are {list(opened)}, pick among them")
         opened = {s: opened[s] for s in chosen} if chosen else opened
+        if len(opened) > 1 and folds is None and not leave_one_split_out:  # fail before reading any row
+            check_roles(list(opened), {s: r for s, r in chosen.items() if r})
     first = next(iter(opened.values()))
     columns = list(first.features or {})
     audio_col = resolve_column(columns, audio_column, "audio", required=True)

@@ -46,7 +46,7 @@ class LabelResolver:
 
         self.name, self.column = name, column
         self.names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-        if isinstance(feature, (datasets.Sequence, datasets.LargeList, list)):
+        if isinstance(feature, (datasets.Sequence, getattr(datasets, "LargeList", list), list)):
             raise ValueError(f"label column {column!r} holds lists (multi-label), import-hf needs one label "
                              "per row, name another with --label-column")
         self.fixed = label_map is not None
