@@ -115,6 +115,9 @@ def test_a_single_split_gets_seeded_speaker_independent_folds(tiny, tmp_path):
     assert sorted(tested) == sorted(set(speaker.values()))
     again = import_hf(str(tmp_path / "*.parquet"), tmp_path / "again", name="tiny", key_column="utt")
     assert fold_keys(again) == fold_keys(prepared)  # seeded: the same folds every time
+    from_keys = import_hf(str(tmp_path / "*.parquet"), tmp_path / "pattern", name="tiny", key_column="utt",
+                          speaker_column="utt", speaker_pattern=r"^(s\d+)-")  # the speaker inside another column
+    assert by_key(from_keys.rows()) == by_key(rows) and fold_keys(from_keys) == fold_keys(prepared)
 
 
 def test_speaker_fold_assignment_is_seeded_and_balanced():

@@ -118,6 +118,22 @@ def probe_cell(cell: Any, key: str, audio_dir: Path, bases: Sequence[Path]) -> t
         raise OSError(f"cannot write the audio of {key} under {audio_dir} ({err}), check free space") from None
 
 
+def speaker_extractor(pattern: str | None):
+    """``--speaker-pattern``: value -> its first group (or whole match); None when it does not match."""
+    if not pattern:
+        return lambda value: value
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise ValueError(f"--speaker-pattern {pattern!r} is not a regular expression ({err}), fix it") from None
+
+    def speaker(value: str) -> str | None:
+        match = regex.search(value)
+        return (match.group(1) if regex.groups else match.group(0)) if match else None
+
+    return speaker
+
+
 def _gender(value: Any) -> str | None:
     text = str(value or "").strip().lower()
     return {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F"}.get(text)
@@ -156,6 +172,7 @@ def iter_batches(dataset: Any, batch_size: int) -> Iterator[dict]:
 def import_hf(source: str, out: str | os.PathLike, *, name: str | None = None, config: str | None = None,
               audio_column: str | None = None, label_column: str | None = None, speaker_column: str | None = None,
               gender_column: str | None = None, transcript_column: str | None = None, key_column: str | None = None,
+              speaker_pattern: str | None = None,
               keep_columns: Sequence[str] = (), split_column: str | None = None, splits: str | None = None,
               folds: int | None = None, leave_one_split_out: bool = False, seed: int = 0,
               label_map: str | None = None, skip_unknown_labels: bool = False, max_seconds: float | None = None,
@@ -167,7 +184,9 @@ def import_hf(source: str, out: str | os.PathLike, *, name: str | None = None, c
     ``folds=N`` makes N seeded speaker-independent folds; ``leave_one_split_out`` tests each split
     (or ``split_column`` value) in turn; otherwise split names give the roles (``train`` /
     ``validation`` / ``test``, ``fold_K_<split>``; ``splits="a,b=test"`` picks and renames them),
-    and a dataset with a single split gets 5 speaker folds.
+    and a dataset with a single split gets 5 speaker folds. ``speaker_pattern``: a regular
+    expression whose first group (or whole match) in the speaker column's value is the speaker
+    (``^(Ses\\d\\d)`` on IEMOCAP file names gives the session).
     """
     from tqdm.auto import tqdm
 
@@ -196,6 +215,7 @@ def import_hf(source: str, out: str | os.PathLike, *, name: str | None = None, c
     keep = [*keep_columns, *auto_kept]
     kind = audio_kind(first.features[audio_col], audio_col)
     labels = LabelResolver(name, first.features[label_col], label_col, label_map)
+    speaker_of = speaker_extractor(speaker_pattern)
     log.info("%s: audio %r (%s), label %r, %s", name, audio_col, kind, label_col,
              ", ".join(f"{role} {col!r}" for role, col in role_cols.items() if col) or "no speaker column")
 
@@ -213,7 +233,8 @@ def import_hf(source: str, out: str | os.PathLike, *, name: str | None = None, c
                 offset = 0
                 for batch in iter_batches(dataset, batch_size):
                     rows = _batch_rows(batch, split_name, offset, name, len(opened) > 1, label_col, split_column,
-                                       chosen, role_cols, labels, skips, kept, skip_unknown_labels, source)
+                                       chosen, role_cols, labels, skips, kept, skip_unknown_labels, source,
+                                       speaker_of)
                     offset += len(batch[label_col])
                     probes = pool.map(lambda r: probe_cell(batch[audio_col][r[0]], r[1]["key"], audio_dir, bases), rows)
                     for (i, row), probed in zip(rows, probes):
@@ -240,7 +261,7 @@ def import_hf(source: str, out: str | os.PathLike, *, name: str | None = None, c
 
 def _batch_rows(batch: dict, split_name: str, offset: int, name: str, several_splits: bool, label_col: str,
                 split_column: str | None, chosen: dict, role_cols: dict, labels: LabelResolver, skips: SkipLog,
-                kept: _Kept, skip_unknown: bool, source: str) -> list[tuple[int, dict]]:
+                kept: _Kept, skip_unknown: bool, source: str, speaker_of) -> list[tuple[int, dict]]:
     """Manifest rows (without audio fields) of a batch's new rows; repeated keys only add a split."""
     rows, pending = [], {}
     for i in range(len(batch[label_col])):
@@ -277,6 +298,7 @@ def _batch_rows(batch: dict, split_name: str, offset: int, name: str, several_sp
             column = role_cols[role]
             value = batch[column][i] if column else None
             value = _gender(value) if role == "gender" else (str(value).strip() if value not in (None, "") else None)
+            value = speaker_of(value) if role == "speaker" and value else value
             if value:
                 row[role] = value
         row["_splits"] = [split]
@@ -335,6 +357,7 @@ def add_parser(dsub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="Hub dataset configuration (subset) name")
     for role in ("audio", "label", "speaker", "gender", "transcript", "key"):
         p.add_argument(f"--{role}-column", help=f"column of the {role} (default: a conventional name)")
+    p.add_argument("--speaker-pattern", help="regex: its first group in the speaker column's value is the speaker")
     p.add_argument("--keep-columns", default="", help="comma-separated columns copied into the manifest rows")
     p.add_argument("--split-column", help="column naming each row's split (train / validation / test ...)")
     p.add_argument("--splits", help="dataset splits (or split-column values) to read, NAME or NAME=train|valid|test")
@@ -356,6 +379,7 @@ def run(args: argparse.Namespace) -> int:
     import_hf(args.source, args.out, name=args.name, config=args.config, audio_column=args.audio_column,
               label_column=args.label_column, speaker_column=args.speaker_column, gender_column=args.gender_column,
               transcript_column=args.transcript_column, key_column=args.key_column, keep_columns=keep,
+              speaker_pattern=args.speaker_pattern,
               split_column=args.split_column, splits=args.splits, folds=args.folds,
               leave_one_split_out=args.leave_one_split_out, seed=args.seed, label_map=args.label_map,
               skip_unknown_labels=args.skip_unknown_labels, max_seconds=args.max_seconds, audio_root=args.audio_root,
