@@ -290,6 +290,16 @@ def test_round_trip_keeps_rows_labels_folds_and_reasoning(tmp_path):
     assert {r["key"]: r["wav"] for r in again.rows()} == {r["key"]: r["wav"] for r in prepared.rows()}
 
 
+def test_the_commands_are_listed(capsys):
+    from emorl.cli import _print_overview
+
+    with pytest.raises(SystemExit):
+        run_command(["data", "--help"])
+    _print_overview()
+    out = capsys.readouterr().out
+    assert out.count("import-hf") == 2 and out.count("export-hf") == 2
+
+
 def test_export_refuses_a_folder_in_use(tiny, tmp_path, capsys):
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").write_text("x")
