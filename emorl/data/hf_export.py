@@ -38,6 +38,7 @@ OPTIONAL_COLUMNS = (("speaker", "string"), ("gender", "string"), ("transcript", 
                     ("sample_rate", "int64"), ("num_frame", "int64"), ("channel", "int64"),
                     ("prosody", "string"), ("prosody_caption", "string"), ("rationale", "string"),
                     ("rationale_source", "string"))
+COLUMN_TYPES = dict(OPTIONAL_COLUMNS)
 HF_SPLIT = {"train": "train", "valid": "validation", "test": "test"}
 WRITER_BATCH = 64
 
@@ -75,8 +76,10 @@ def example(row: dict, wav: Path, columns: tuple[str, ...], with_audio: bool) ->
             item[name] = json.dumps(row["prosody"], ensure_ascii=False) if row.get("prosody") else None
         elif name == "prosody_caption":
             item[name] = (row.get("prosody") or {}).get("caption")
-        else:
-            item[name] = row.get(name)
+        else:  # as the column's type: a manifest may hold a speaker as 7 or "07"
+            value, kind = row.get(name), COLUMN_TYPES[name]
+            item[name] = None if value is None else str(value) if kind == "string" else (
+                float(value) if kind == "float64" else int(value))
     return item
 
 
@@ -90,7 +93,7 @@ def features_of(classes: list[str], columns: list[str]):
     """The features before the audio cast: ``audio`` is a plain ``{bytes, path}`` struct."""
     import datasets
 
-    types = dict(OPTIONAL_COLUMNS)
+    types = COLUMN_TYPES
     return datasets.Features({
         "key": datasets.Value("string"),
         "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},

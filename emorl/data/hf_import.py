@@ -118,6 +118,13 @@ def probe_cell(cell: Any, key: str, audio_dir: Path, bases: Sequence[Path]) -> t
         raise OSError(f"cannot write the audio of {key} under {audio_dir} ({err}), check free space") from None
 
 
+def default_name(source: str) -> str:
+    """Corpus name from SOURCE: its last folder or file stem before any glob (``Zahra99/IEMOCAP_Audio`` ->
+    ``iemocap_audio``, ``/d/ravdess/*.parquet`` -> ``ravdess``)."""
+    stem = Path(re.split(r"[*?\[]", source)[0].rstrip("/") or "hf")
+    return re.sub(r"\W+", "_", stem.stem if stem.suffix in (".parquet", ".arrow") else stem.name).strip("_").lower() or "hf"
+
+
 def speaker_extractor(pattern: str | None):
     """``--speaker-pattern``: value -> its first group (or whole match); None when it does not match."""
     if not pattern:
@@ -191,7 +198,7 @@ def import_hf(source: str, out: str | os.PathLike, *, name: str | None = None, c
     from tqdm.auto import tqdm
 
     out = Path(out)
-    name = name or re.sub(r"\W+", "_", Path(source.rstrip("/")).name.split("*")[0] or "hf").strip("_").lower() or "hf"
+    name = name or default_name(source)
     opened = open_source(source, config)
     chosen = parse_splits(splits)
     if not split_column:  # --splits picks the dataset's splits (else the split column's values)
