@@ -336,3 +336,17 @@ def test_an_imported_corpus_trains_and_tests(tiny, tmp_path, capsys):
     main(["test", "--config", str(config), "--ckpt_path", str(ckpt)])
     out = capsys.readouterr().out
     assert "tiny" in out and "UA" in out.upper()
+
+
+@pytest.mark.slow
+def test_the_import_bench_compares_the_three_arms_on_the_same_rows(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_import", Path(__file__).parents[1] / "tools" / "bench_import.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--rows", "48", "--keep", str(tmp_path / "work")]) == 0
+    out = capsys.readouterr().out
+    assert all(f"\n{arm:<10}      48 " in out for arm in bench.ARMS)
+    assert "same keys, labels and speakers in every arm: yes" in out
+    assert len(list((tmp_path / "work" / "out_hf_bytes" / "audio").iterdir())) == 48

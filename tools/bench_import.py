@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -39,6 +40,7 @@ import threading
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]  # the children import this checkout's emorl
 EMOTIONS = ("Neutral", "Calm", "Happy", "Sad", "Angry", "Fearful", "Disgust", "Surprised")
 ARMS = ("native", "hf paths", "hf bytes")
 
@@ -181,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.rows} clips and their two datasets made in {time.perf_counter() - start:.1f} s ({work})")
         results = []
         for arm in ARMS:
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
             done = subprocess.run([sys.executable, __file__, "--arm", arm, "--work", str(work),
-                                   "--workers", str(args.workers)], capture_output=True, text=True)
+                                   "--workers", str(args.workers)], capture_output=True, text=True, env=env)
             if done.returncode:
                 print(done.stderr, file=sys.stderr)
                 return 1

@@ -193,7 +193,7 @@ def import_hf(source: str, out: str | os.PathLike, *, name: str | None = None, c
     ``validation`` / ``test``, ``fold_K_<split>``; ``splits="a,b=test"`` picks and renames them),
     and a dataset with a single split gets 5 speaker folds. ``speaker_pattern``: a regular
     expression whose first group (or whole match) in the speaker column's value is the speaker
-    (``^(Ses\\d\\d)`` on IEMOCAP file names gives the session).
+    (``(Ses\\d\\d)[FM]_`` on IEMOCAP file names gives the session).
     """
     from tqdm.auto import tqdm
 
@@ -249,6 +249,7 @@ def import_hf(source: str, out: str | os.PathLike, *, name: str | None = None, c
                     bar.update(len(batch[label_col]))
         bar.close()
         manifest_path = out / f"{name}.jsonl"
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; the preparers' manifests are 0644
         os.replace(tmp, manifest_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
