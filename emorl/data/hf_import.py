@@ -7,8 +7,9 @@ preparer makes one (:func:`emorl.data.corpora.common.probe_utterances`): the cli
 :func:`emorl.audio.probe_audio` (soundfile, else PyAV) for its length and sample rate, and
 training decodes it with :func:`emorl.audio.load_audio` (mono, 16 kHz) like every corpus.
 
-- **Audio bytes** stored in the dataset are written once to ``DIR/audio/<key><ext>`` (the
-  extension from the cell's path or the bytes' magic number); a file already there with the same
+- **Audio bytes** stored in the dataset are written once to ``DIR/audio/<key><ext>``
+  (:mod:`emorl.data.hf_audio`: the extension from the cell's path or the bytes' magic number;
+  no torchcodec); a file already there with the same
   size is not rewritten, so a second import costs no audio I/O. Disk cost: one copy of the
   encoded audio, as stored in the dataset (no re-encoding). **Paths** are kept (absolute, or
   relative to ``audio_root`` or the source folder).
@@ -35,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from emorl.audio import AudioError, AudioInfo, EmptyAudioError, MissingAudioError, probe_audio
+from emorl.audio import EmptyAudioError, MissingAudioError
 from emorl.data.corpora.common import SkipLog, format_summary
+from emorl.data.hf_audio import probe_cell
 from emorl.data.hf_folds import check_roles, plan_folds, write_corpus
 from emorl.data.hf_labels import LabelResolver
 from emorl.data.hf_source import audio_kind, num_rows, open_source, parse_splits, resolve_column, source_kind, undecoded
@@ -44,9 +46,6 @@ from emorl.data.manifest import PreparedCorpus
 from emorl.labels import UnknownLabelError
 
 log = logging.getLogger("emorl.data.hf")
-_AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".mp4", ".aac", ".opus", ".webm", ".aiff", ".aif"}
-_MAGIC = ((b"RIFF", ".wav"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".mp3"), (b"\xff\xfb", ".mp3"),
-          (b"\xff\xf3", ".mp3"), (b"FORM", ".aiff"))
 
 
 @dataclass
@@ -60,69 +59,12 @@ class _Kept:
     splits: list[list[str]] = field(default_factory=list)  # source split names of each row
 
 
-def audio_suffix(data: bytes, name: str | None) -> str:
-    """File extension for audio bytes: the cell path's, else sniffed from the magic number."""
-    suffix = Path(name or "").suffix.lower()
-    if suffix in _AUDIO_SUFFIXES:
-        return suffix
-    for magic, guess in _MAGIC:
-        if data.startswith(magic):
-            return guess
-    return ".m4a" if data[4:8] == b"ftyp" else ".bin"  # .bin: emorl.audio falls back to PyAV
-
-
-def safe_name(key: str) -> str:
-    """A key as a file name (no separators, no shell-hostile characters)."""
-    return re.sub(r"[^\w.=+-]", "_", key)
-
-
-def materialise(cell: Any, key: str, audio_dir: Path, bases: Sequence[Path]) -> tuple[Path, bool]:
-    """The audio file of a cell, and whether this import wrote it.
-
-    Bytes are written to ``audio_dir`` once (an existing file of the same size is kept); a path is
-    resolved against ``bases``. Raises :class:`EmptyAudioError` / :class:`MissingAudioError`.
-    """
-    data, path = (cell.get("bytes"), cell.get("path")) if isinstance(cell, dict) else (
-        (cell, None) if isinstance(cell, (bytes, bytearray)) else (None, cell))
-    if data is not None:
-        if len(data) == 0:
-            raise EmptyAudioError("the audio cell holds 0 bytes")
-        target = audio_dir / f"{safe_name(key)}{audio_suffix(data, path)}"
-        if target.is_file() and target.stat().st_size == len(data):
-            return target, False
-        target.write_bytes(data)
-        return target, True
-    if not path:
-        raise MissingAudioError("the audio cell holds neither bytes nor a path")
-    candidate = Path(path)
-    if not candidate.is_absolute():
-        candidate = next((base / path for base in bases if (base / path).exists()), bases[0] / path if bases else candidate)
-    return candidate.absolute(), False
-
-
-def probe_cell(cell: Any, key: str, audio_dir: Path, bases: Sequence[Path]) -> tuple[Path, AudioInfo] | Exception:
-    """Materialise and probe one audio cell; an :class:`AudioError` is returned, not raised
-    (the file this import wrote for an unreadable cell is removed)."""
-    written = False
-    try:
-        path, written = materialise(cell, key, audio_dir, bases)
-        info = probe_audio(path)
-        if info.num_frames <= 0 or info.sample_rate <= 0:
-            raise EmptyAudioError(f"{path} holds no audio samples")
-        return path, info
-    except AudioError as err:
-        if written:
-            path.unlink(missing_ok=True)
-        return err
-    except OSError as err:  # writing the bytes failed: the disk, not the row
-        raise OSError(f"cannot write the audio of {key} under {audio_dir} ({err}), check free space") from None
-
-
 def default_name(source: str) -> str:
     """Corpus name from SOURCE: its last folder or file stem before any glob (``Zahra99/IEMOCAP_Audio`` ->
     ``iemocap_audio``, ``/d/ravdess/*.parquet`` -> ``ravdess``)."""
     stem = Path(re.split(r"[*?\[]", source)[0].rstrip("/") or "hf")
-    return re.sub(r"\W+", "_", stem.stem if stem.suffix in (".parquet", ".arrow") else stem.name).strip("_").lower() or "hf"
+    base = stem.stem if stem.suffix in (".parquet", ".arrow") else stem.name
+    return re.sub(r"\W+", "_", base).strip("_").lower() or "hf"
 
 
 def speaker_extractor(pattern: str | None):
