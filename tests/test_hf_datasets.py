@@ -167,6 +167,50 @@ def one_line_error(capsys, argv):
     return err
 
 
+def test_a_hub_id_goes_through_datasets_load_dataset_with_its_config(tiny, tmp_path, monkeypatch):
+    rows = source_rows(tiny)
+    for r in rows:
+        r["gender"] = "female" if r["speaker"] in ("s1", "s2") else "M"
+    train = hf_dataset([r for r in rows if r["split"] == "train"], split_column=False)
+    test = hf_dataset([r for r in rows if r["split"] == "test"], split_column=False)
+    local = datasets.DatasetDict({
+        "train": train.add_column("gender", [r["gender"] for r in rows if r["split"] == "train"]),
+        "validation": test.select(range(2)).add_column("gender", ["M", "M"]),
+        "test": test.select(range(2, len(test))).add_column("gender", ["M"] * (len(test) - 2))})
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kw: calls.append((args, kw)) or local)
+    prepared = import_hf("someone/tiny-emotions", tmp_path / "out", config="clean", key_column="utt")
+    assert calls == [(("someone/tiny-emotions", "clean"), {})]  # the cache, no streaming
+    assert prepared.name == "tiny_emotions"
+    assert {len(prepared.split(1, s)) for s in SPLITS} == {len(train), 2, len(test) - 2}
+    genders = {r["speaker"]: r["gender"] for r in prepared.rows()}
+    assert genders["s1"] == "F" and genders["s3"] == "M"
+
+
+def test_bytes_without_a_file_name_get_the_extension_their_content_says(tmp_path):
+    from emorl.data.hf_audio import audio_suffix, probe_cell, safe_name
+
+    sf.write(tmp_path / "a.flac", tone(200, 0.5), 16000)
+    flac = (tmp_path / "a.flac").read_bytes()
+    assert audio_suffix(flac, None) == ".flac" and audio_suffix(flac, "clip.ogg") == ".ogg"
+    (tmp_path / "audio_dir").mkdir()
+    path, info = probe_cell({"bytes": flac, "path": None}, "k/1", tmp_path / "audio_dir", [])
+    assert path.suffix == ".flac" and info.num_frames == 8000
+    assert safe_name("k/1") != safe_name("k_1") and safe_name("k_1") == "k_1"
+
+
+def test_numbers_without_classlabel_names_need_a_label_map(tiny, tmp_path, capsys):
+    rows = source_rows(tiny)
+    ds = hf_dataset(rows).remove_columns("emotion").add_column("emotion", [LABELS.index(r["label"]) for r in rows])
+    ds.save_to_disk(str(tmp_path / "ds"))
+    base = ["data", "import-hf", str(tmp_path / "ds"), "--out", str(tmp_path / "o"), "--split-column", "part"]
+    err = one_line_error(capsys, base)
+    assert "holds numbers and no ClassLabel names" in err and "--label-map" in err
+    (tmp_path / "ids.json").write_text(json.dumps({str(i): label for i, label in enumerate(LABELS)}))
+    assert run_command(base + ["--label-map", str(tmp_path / "ids.json"), "--key-column", "utt", "--name", "tiny"]) == 0
+    assert by_key(load_prepared_corpus(tmp_path / "o").rows()) == by_key(rows)
+
+
 def test_a_missing_column_and_a_label_outside_the_map_are_one_line_errors(tiny, tmp_path, capsys):
     hf_dataset(source_rows(tiny)).save_to_disk(str(tmp_path / "ds"))
     base = ["data", "import-hf", str(tmp_path / "ds"), "--out", str(tmp_path / "o"), "--split-column", "part"]

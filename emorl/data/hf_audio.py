@@ -86,4 +86,4 @@ def probe_cell(cell: Any, key: str, audio_dir: Path, bases: Sequence[Path]) -> t
             path.unlink(missing_ok=True)
         return err
     except OSError as err:  # writing the bytes failed: the disk, not the row
-        raise OSError(f"cannot write the audio of {key} under {audio_dir} ({err}), check free space") from None
+        raise OSError(f"cannot write the audio of {key} under {audio_dir} ({err}), check the folder and its free space") from None
