@@ -365,6 +365,20 @@ def test_the_demo_corpus_round_trips_and_checks(espeak, tmp_path):
     assert fold_keys(imported) == fold_keys(native)  # folds without the demo's actors: empty test files
     assert check_corpus(imported.root).ok
 
+    # the same clips as paths with RAVDESS's raw labels and no split: emorl's speaker folds
+    rows = native.rows()
+    plain = datasets.Dataset.from_dict({"file": [r["wav"] for r in rows], "emotion": [r["emo"] for r in rows],
+                                        "actor": [r["speaker"] for r in rows],
+                                        "id": [r["key"].removeprefix("ravdess-") for r in rows]})
+    plain.to_parquet(str(tmp_path / "plain.parquet"))
+    by_paths = import_hf(str(tmp_path / "plain.parquet"), tmp_path / "by_paths", name="ravdess", audio_column="file",
+                         speaker_column="actor", label_map="ravdess", folds=2)
+    assert by_key(by_paths.rows()) == by_key(rows) and by_paths.label_set == native.label_set
+    assert [r["wav"] for r in by_paths.rows()] == [r["wav"] for r in rows]
+    for splits in fold_keys(by_paths).values():  # each actor is tested in exactly one of the 2 folds
+        assert len({r["speaker"] for r in rows if r["key"] in splits["test"]}) == 1
+    assert check_corpus(by_paths.root).ok
+
 
 @pytest.mark.slow
 def test_an_imported_corpus_trains_and_tests(tiny, tmp_path, capsys):
