@@ -1,6 +1,6 @@
 """`emorl data import-hf` against the native RAVDESS preparer on the same clips: rows/s and peak memory.
 
-    python tools/bench_import.py                   # 2,000 clips, about half a minute on 2 CPU cores
+    python tools/bench_import.py                   # 2,000 clips, under a minute on 2 CPU cores
     python tools/bench_import.py --rows 20000      # the figure in docs/data.md (about 6 min)
     python tools/bench_import.py --rows 20000 --keep /tmp/bench20k   # keep the clips; a rerun reuses them
 
