@@ -67,6 +67,16 @@ def default_name(source: str) -> str:
     return re.sub(r"\W+", "_", base).strip("_").lower() or "hf"
 
 
+def exported_name(dataset: Any, columns: Sequence[str]) -> str | None:
+    """The corpus name in the ``dataset`` column ``export-hf`` writes (first row), so an export
+    imports back under its own name and keys."""
+    if "dataset" not in columns:
+        return None
+    first = next(iter(dataset.select_columns(["dataset"]).iter(batch_size=1)), None)
+    value = first["dataset"][0] if first else None
+    return value if isinstance(value, str) and re.fullmatch(r"\w[\w.-]*", value) else None
+
+
 def speaker_extractor(pattern: str | None):
     """``--speaker-pattern``: value -> its first group (or whole match); None when it does not match."""
     if not pattern:
@@ -140,7 +150,6 @@ def import_hf(source: str, out: str | os.PathLike, *, name: str | None = None, c
     from tqdm.auto import tqdm
 
     out = Path(out)
-    name = name or default_name(source)
     opened = open_source(source, config)
     chosen = parse_splits(splits)
     if not split_column:  # --splits picks the dataset's splits (else the split column's values)
@@ -152,6 +161,7 @@ def import_hf(source: str, out: str | os.PathLike, *, name: str | None = None, c
             check_roles(list(opened), {s: r for s, r in chosen.items() if r})
     first = next(iter(opened.values()))
     columns = list(first.features or {})
+    name = name or exported_name(first, columns) or default_name(source)
     audio_col = resolve_column(columns, audio_column, "audio", required=True)
     label_col = resolve_column(columns, label_column, "label", required=True)
     role_cols = {role: resolve_column(columns, given, role, required=False) for role, given in (
@@ -303,7 +313,7 @@ def add_parser(dsub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("import-hf", help="a Hugging Face dataset (folder, parquet, Hub id) -> prepared corpus")
     p.add_argument("source", help="save_to_disk folder, folder or glob of parquet/arrow files, or Hub id owner/name")
     p.add_argument("--out", required=True, type=Path, help="the prepared corpus folder (audio bytes go to OUT/audio)")
-    p.add_argument("--name", help="corpus name (default: from SOURCE)")
+    p.add_argument("--name", help="corpus name (default: an export's own, else from SOURCE)")
     p.add_argument("--config", help="Hub dataset configuration (subset) name")
     for role in ("audio", "label", "speaker", "gender", "transcript", "key"):
         p.add_argument(f"--{role}-column", help=f"column of the {role} (default: a conventional name)")
