@@ -73,6 +73,11 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     cot.add_argument("--overwrite", action="store_true", help="replace rationales the rows already have")
     cot.add_argument("--allow-no-prosody", action="store_true", help="write rationales for a corpus without prosody")
 
+    from emorl.data import hf_export, hf_import  # light modules: `datasets` is imported when they run
+
+    hf_import.add_parser(dsub)
+    hf_export.add_parser(dsub)
+
 
 def _zoo_parser(sub: argparse._SubParsersAction) -> None:
     zoo = sub.add_parser("zoo", help="frozen speech encoders: list the zoo, build tiny stand-ins")
@@ -101,6 +106,8 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_data(args: argparse.Namespace) -> int:
+    if getattr(args, "hf_run", None):  # import-hf / export-hf: emorl/data/hf_{import,export}.py
+        return args.hf_run(args)
     if args.data_command == "prepare":
         from emorl.data.corpora import PREPARERS
 
