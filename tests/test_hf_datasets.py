@@ -336,11 +336,11 @@ def test_round_trip_keeps_rows_labels_folds_and_reasoning(tmp_path):
 
 
 def test_the_commands_are_listed(capsys):
-    from emorl.cli import _print_overview
+    from emorl.cli import overview
 
     with pytest.raises(SystemExit):
         run_command(["data", "--help"])
-    _print_overview()
+    print(overview())
     out = capsys.readouterr().out
     assert out.count("import-hf") == 2 and out.count("export-hf") == 2
 
