@@ -176,3 +176,14 @@ def test_the_summary_is_in_the_json_free_report(tmp_path):
     corpus = _corpus(tmp_path, {"a": _good, "z": _digital_silence})
     assert check_corpus(corpus.root).summary() == "summary: silent 1"
     assert json.loads(json.dumps(check_corpus(corpus.root).counts())) == {"silent": 1}
+
+
+def test_the_feature_cache_key_changes_with_the_channel_and_its_policy(tmp_path, monkeypatch):
+    from emorl import audio
+    from emorl.upstreams.cache import file_clip_id
+
+    _speech_on_the_right(tmp_path / "s.wav")
+    averaged, left = file_clip_id("k", tmp_path / "s.wav", None), file_clip_id("k", tmp_path / "s.wav", 1)
+    assert averaged != left
+    monkeypatch.setattr(audio, "CHANNEL_POLICY", "some-older-policy")
+    assert file_clip_id("k", tmp_path / "s.wav", None) != averaged  # old caches are not reused silently
