@@ -99,6 +99,9 @@ class CheckReport:
             if not keys:
                 continue
             tag = "warning" if name in WARNINGS_ONLY and not self.strict else "ERROR"
+            if name == "no-clips":
+                lines.append(f"  {tag} no-clips: {self.paths.get(keys[0], keys[0])} holds no clip; prepare the corpus again")
+                continue
             lines.append(f"  {tag} {name}: {len(keys)} clip(s)")
             lines += [f"    {key}  {self.paths.get(key, '')}" for key in keys[:EXAMPLES]]
             if len(keys) > EXAMPLES:
