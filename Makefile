@@ -58,12 +58,19 @@ $(EXTRAS_STAMP): pyproject.toml
 	$(EXTRAS_PY) -m pip install --quiet -e ".[dev,s3prl,reference]"
 	touch $(EXTRAS_STAMP)
 
-# espeak-ng renders the demo corpus (Debian/Ubuntu package; root or sudo needed once).
+# espeak-ng renders the demo corpus; pocketsphinx-testdata (LibriVox read speech, 16 kHz) and
+# codec2-examples (female and male speech, 8 and 16 kHz) are the real recordings the tests marked
+# real_speech read (tests/real_speech.py). Debian/Ubuntu packages; root or sudo needed once.
 system-deps:
-	@command -v espeak-ng >/dev/null 2>&1 || { \
-	  echo "installing espeak-ng (needed to render the demo corpus)"; \
+	@missing=""; \
+	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
+	[ -f /usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav ] || missing="$$missing pocketsphinx-testdata"; \
+	[ -f /usr/share/codec2/raw/forig.raw ] || missing="$$missing codec2-examples"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (demo corpus rendering, real speech for the tests)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 clean:
 	rm -rf $(VENV) $(EXTRAS_VENV) runs data/demo

@@ -3,6 +3,12 @@
 soundfile (libsndfile) reads the plain audio formats; PyAV (FFmpeg) reads the rest, including
 the audio track of MELD's mp4 clips. Every failure is raised as an :class:`AudioError` whose
 message names the file, never as a library's own exception.
+
+Channel policy: a clip's channels are **averaged** unless its manifest row names one
+(``channel: K``, 1-based), which only a corpus that says so does (MELD's 5.1 clips: the centre
+channel, 3). Loading also refuses clips shorter than :data:`MIN_CLIP_SECONDS` (no encoder can
+make a frame of them: :class:`ShortAudioError`) and clips float samples beyond full scale to
+[-1, 1], as an integer format would have (``emorl data check`` reports both, and truncated wavs).
 """
 
 from __future__ import annotations
@@ -16,6 +22,10 @@ from typing import Literal
 import numpy as np
 
 TARGET_SAMPLE_RATE = 16_000
+MIN_CLIP_SECONDS = 0.025  #: one 25 ms analysis window (400 samples at 16 kHz): shorter clips are refused
+FULL_SCALE = 0.999  #: a sample at or beyond this magnitude is at full scale (clipped)
+#: Bumped when what a row's ``channel`` (or its absence) decodes to changes; feature caches key on it.
+CHANNEL_POLICY = "average-unless-named-v2"
 _SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3"}
 
 
@@ -33,6 +43,10 @@ class AudioDecodeError(AudioError):
 
 class EmptyAudioError(AudioError):
     """The file decodes to zero samples."""
+
+
+class ShortAudioError(AudioError):
+    """The clip holds samples, but fewer than :data:`MIN_CLIP_SECONDS` worth."""
 
 
 @dataclass(frozen=True)
@@ -123,8 +137,8 @@ def to_mono(waveform: np.ndarray, channel: int | None = None) -> np.ndarray:
     """One channel of a ``(channels, frames)`` array.
 
     ``channel`` is 1-based, as in EmoBox manifests (MELD's 6-channel clips carry ``channel: 3``,
-    the centre/dialogue channel). When it is ``None`` or the clip has fewer channels, the
-    channels are averaged.
+    the centre/dialogue channel). When it is ``None`` (the default every preparer writes, see
+    the module docstring) or the clip has fewer channels, the channels are averaged.
     """
     if waveform.ndim == 1:
         return waveform
@@ -151,10 +165,84 @@ def load_audio(
 ) -> np.ndarray:
     """Decode a clip to mono float32 at ``sample_rate`` (16 kHz by default).
 
-    Raises :class:`MissingAudioError`, :class:`EmptyAudioError` or :class:`AudioDecodeError`.
+    Raises :class:`MissingAudioError`, :class:`EmptyAudioError`, :class:`ShortAudioError` or
+    :class:`AudioDecodeError`. Finite samples beyond full scale are clipped to [-1, 1]; NaN and
+    infinite samples are left for the caller to see.
     """
     waveform, orig_sr = decode_audio(path)
-    return resample(to_mono(waveform, channel), orig_sr, sample_rate)
+    check_length(waveform.shape[-1], orig_sr, path)
+    return clip_to_full_scale(resample(to_mono(waveform, channel), orig_sr, sample_rate))
+
+
+def check_length(frames: int, sample_rate: int, path: str | os.PathLike = "clip") -> None:
+    """Raise :class:`ShortAudioError` when ``frames`` is under :data:`MIN_CLIP_SECONDS`."""
+    if sample_rate > 0 and frames < MIN_CLIP_SECONDS * sample_rate:
+        raise ShortAudioError(
+            f"{path} holds {frames} sample(s) ({1000 * frames / sample_rate:.2g} ms), under the "
+            f"{1000 * MIN_CLIP_SECONDS:g} ms minimum"
+        )
+
+
+def clip_to_full_scale(waveform: np.ndarray) -> np.ndarray:
+    """Finite samples limited to [-1, 1]; NaN / infinite samples unchanged."""
+    finite = np.isfinite(waveform)
+    if finite.all() and (waveform.size == 0 or float(np.abs(waveform).max()) <= 1.0):
+        return waveform
+    return np.where(finite, np.clip(waveform, -1.0, 1.0), waveform).astype(np.float32, copy=False)
+
+
+def full_scale_share(waveform: np.ndarray) -> float:
+    """Share of the samples at or beyond full scale (|x| >= :data:`FULL_SCALE`); 0 for no samples."""
+    if waveform.size == 0:
+        return 0.0
+    return float(np.mean(np.abs(np.nan_to_num(waveform)) >= FULL_SCALE))
+
+
+def peak_dbfs(waveform: np.ndarray) -> np.ndarray:
+    """Peak level (dB re full scale) of every channel of a ``(channels, frames)`` array."""
+    peaks = np.abs(np.nan_to_num(np.atleast_2d(waveform))).max(axis=1)
+    return 20 * np.log10(np.maximum(peaks, 1e-12))
+
+
+def silent_selected_channel(waveform: np.ndarray, channel: int | None, silence_dbfs: float = -60.0) -> bool:
+    """True when ``channel`` picks a channel at or under ``silence_dbfs`` while another is above it."""
+    if channel is None or waveform.ndim != 2 or not 1 <= channel <= waveform.shape[0] or waveform.shape[0] < 2:
+        return False
+    levels = peak_dbfs(waveform)
+    return bool(levels[channel - 1] <= silence_dbfs and (np.delete(levels, channel - 1) > silence_dbfs).any())
+
+
+def wav_declared_frames(path: str | os.PathLike) -> int | None:
+    """Frames a RIFF/WAVE header declares (``data`` size / block align); None when not a plain wav.
+
+    libsndfile silently shortens a wav whose data chunk runs past the end of the file; comparing
+    this with the frames it decodes tells a truncated file (a download or copy cut short). A
+    streaming writer's placeholder size (0 or 0xFFFFFFFF) gives None.
+    """
+    import struct
+
+    block_align = None
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            while True:
+                chunk = handle.read(8)
+                if len(chunk) < 8:
+                    return None
+                name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if name == b"fmt ":
+                    fmt = handle.read(size + (size & 1))
+                    block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+                elif name == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                else:
+                    handle.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)

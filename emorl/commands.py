@@ -51,6 +51,7 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     check = dsub.add_parser("check", help="report unreadable, empty, silent, NaN and over-long clips")
     check.add_argument("prepared", type=Path, help="a prepared corpus folder")
     check.add_argument("--max-seconds", type=float, default=30.0, help="clips above this are reported as too long")
+    check.add_argument("--strict", action="store_true", help="exit non-zero on warnings too (truncated, clipping, too long, ...)")
 
     prosody = dsub.add_parser("prosody", help="measure pitch, energy, rate, pauses, voice quality; bins + captions")
     prosody.add_argument("prepared", type=Path, help="a prepared corpus folder (its manifests get a prosody field)")
@@ -138,7 +139,7 @@ def _run_data(args: argparse.Namespace) -> int:
     elif args.data_command == "check":
         from emorl.data.check import main_check
 
-        return main_check(args.prepared, args.max_seconds)
+        return main_check(args.prepared, args.max_seconds, strict=args.strict)
     elif args.data_command == "prosody":
         from emorl.prosody.corpus import main_prosody
 

@@ -128,11 +128,51 @@ class LabelSet:
     def from_emobox_map(cls, name: str, label_map: Mapping[str, str]) -> "LabelSet":
         """Build from an EmoBox ``label_map.json`` (raw label -> class name such as ``"Happy"``).
 
-        Class order is the order in which class names first appear, as in EmoBox.
+        Class order is the order in which class names first appear, as in EmoBox. The map is
+        checked first (:func:`validate_label_map`).
         """
-        raw_map = {raw: canonical_label(cls_name) for raw, cls_name in label_map.items()}
+        raw_map = {raw: canonical_label(cls_name) for raw, cls_name in validate_label_map(label_map, name).items()}
         classes = tuple(dict.fromkeys(raw_map.values()))
         return cls(name=name, classes=classes, raw_map=raw_map)
+
+
+class LabelMapError(ValueError):
+    """A label map that cannot be used; the message names the map and the offending key."""
+
+
+def _json_type(value: object) -> str:
+    names = {list: "a list", tuple: "a list", int: "a number", float: "a number", bool: "true/false",
+             str: "a string", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def validate_label_map(label_map: object, source: str = "label map") -> dict[str, str]:
+    """``label_map`` as ``{raw label: class name}``, or :class:`LabelMapError` naming what is wrong.
+
+    It must be a JSON object (not a list or a number) whose every value is a non-empty class name:
+    a key mapping to null, ``""`` or a non-string maps to nothing and is refused by name.
+    """
+    if not isinstance(label_map, Mapping):
+        raise LabelMapError(
+            f"{source}: expected a JSON object of raw label -> class name, not {_json_type(label_map)}"
+        )
+    for raw, cls_name in label_map.items():
+        if not isinstance(cls_name, str) or not cls_name.strip():
+            raise LabelMapError(
+                f"{source}: key {raw!r} maps to nothing ({_json_type(cls_name)}); expected a class name"
+            )
+    return {str(raw): cls_name for raw, cls_name in label_map.items()}
+
+
+def check_map_classes(label_set: "LabelSet", classes: Iterable[str], source: str = "label map") -> None:
+    """Refuse a map that creates a class outside ``classes`` (what the corpus has), naming the key."""
+    allowed = list(classes)
+    for raw, cls_name in label_set.raw_map.items():
+        if cls_name not in allowed:
+            raise LabelMapError(
+                f"{source}: key {raw!r} maps to {cls_name!r}, a class the corpus does not have "
+                f"(its classes: {allowed}); remove the key or map it to one of them"
+            )
 
 
 #: EmoBox's label maps for the four corpora of the papers, in EmoBox's class order.

@@ -29,3 +29,18 @@ def espeak() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def real_speech():
+    """The real recordings of ``tests/real_speech.py``; skip without them, except in CI (make system-deps)."""
+    from tests import real_speech as speech
+
+    missing = speech.missing_files()
+    if missing:
+        message = (f"real speech recordings not installed ({len(missing)} file(s) missing, e.g. {missing[0]}): "
+                   f"apt-get install {speech.PACKAGES.replace(' and ', ' ')} (make system-deps)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return speech

@@ -18,7 +18,7 @@ def _flat_savee(root):
     stems = [f"{code}{n:02d}" for code in ("a", "d", "f", "h", "sa", "su") for n in (1, 2)]
     stems += [f"n{n:02d}" for n in (1, 2, 3, 4)]
     paths = [root / f"{spk}_{stem}.wav" for spk in ("DC", "JE", "JK", "KL") for stem in stems]
-    write_clips(paths, wav_bytes(44100))
+    write_clips(paths, wav_bytes(44100, frames=4410))  # 0.1 s: `data check` refuses clips under 25 ms
     return paths
 
 
@@ -29,7 +29,7 @@ def test_data_prepare_then_check(tmp_path, capsys):
     meta = json.loads((out / "corpus.json").read_text())
     assert meta["corpus"] == "savee" and meta["folds"] == [1, 2, 3, 4]
     assert len((out / "savee.jsonl").read_text().splitlines()) == 64
-    # the tiny clips are low-level noise: fine for `check`
+    # the tiny clips are 0.1 s of low-level noise: fine for `check`
     assert _run(["data", "check", str(out)]) == 0
 
 

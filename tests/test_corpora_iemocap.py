@@ -92,7 +92,7 @@ def test_gives_emobox_keys_and_folds(iemocap_build, shared_data_dir):
     for row in rows:
         assert row["gender"] == row["key"].rpartition("_")[2][0]
         assert row["speaker"] == row["key"][8:13] + row["gender"]
-        assert row["sample_rate"] == 16000 and row["channel"] == 1
+        assert row["sample_rate"] == 16000 and row["channel"] is None
     assert by_key[f"iemocap-{first_turn}"]["transcript"] == "Excuse me."
 
 

@@ -104,7 +104,7 @@ def test_real_csvs_give_emobox_keys_and_folds(meld_build, shared_data_dir):
     first = by_key["meld-dia0_utt0-train"]
     assert first["speaker"] == "Chandler" and first["emo"] == "neutral" and first["label"] == "neutral"
     assert first["transcript"].startswith("also I was the point person on my company\u2019s transition")
-    assert first["sample_rate"] == 48000 and first["num_frame"] == 240 and first["channel"] == 1
+    assert first["sample_rate"] == 48000 and first["num_frame"] == 240 and first["channel"] is None
     assert by_key["meld-dia0_utt0-test"]["emo"] == "surprise"
     assert Counter(row["emo"] for row in rows)["joy"] == Counter(row["label"] for row in rows)["happy"]
     assert prepared.label_set.classes == ("neutral", "happy", "sad", "surprise", "disgust", "angry", "fear")
@@ -148,9 +148,9 @@ def test_mp4_clips_channels_and_test_prefix(small_release, tmp_path, caplog):
         "meld-dia0_utt0-dev", "meld-dia0_utt0-test", "meld-dia0_utt0-train", "meld-dia0_utt1-train"
     ]  # fmt: skip
     assert by_key["meld-dia0_utt0-train"]["channel"] == 3
-    assert by_key["meld-dia0_utt1-train"]["channel"] == 1
+    assert by_key["meld-dia0_utt1-train"]["channel"] is None  # stereo: averaged
     assert by_key["meld-dia0_utt0-dev"]["channel"] == 3
-    assert by_key["meld-dia0_utt0-test"]["channel"] == 1
+    assert by_key["meld-dia0_utt0-test"]["channel"] is None
     assert by_key["meld-dia0_utt0-test"]["wav"].endswith("final_videos_testdia0_utt0.mp4")
     for row in by_key.values():
         assert row["sample_rate"] == 48000 and 0.09 < row["length"] < 0.2
@@ -172,7 +172,7 @@ def test_extracted_wavs_in_their_own_folder(small_release, tmp_path):
     rows = prepared.rows()
     assert len(rows) == 6
     for row in rows:
-        assert row["wav"].startswith(str(wavs)) and row["sample_rate"] == 16000 and row["channel"] == 1
+        assert row["wav"].startswith(str(wavs)) and row["sample_rate"] == 16000 and row["channel"] is None
 
 
 @pytest.mark.shared_data

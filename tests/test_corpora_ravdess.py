@@ -57,7 +57,7 @@ def test_gives_emobox_keys_and_folds(ravdess_prepared, shared_data_dir):
         assert row["gender"] == ("M" if actor % 2 else "F")
         statement = row["key"].split("-")[5]
         assert row["transcript"] == STATEMENTS[statement]
-    assert rows[0]["sample_rate"] == 48000 and rows[0]["channel"] == 1
+    assert rows[0]["sample_rate"] == 48000 and rows[0]["channel"] is None
     summary = ravdess_prepared.extra["summary"]
     assert summary["not_selected"] == {"modality 01": 1, "song": 3}
     assert summary["skipped"] == {"missing": 0, "unreadable": 0}

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from emorl.labels import LabelSet
+from emorl.labels import LabelSet, check_map_classes, validate_label_map
 
 REQUIRED_FIELDS: tuple[str, ...] = ("key", "wav", "emo", "label")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -41,8 +41,9 @@ class ManifestError(ValueError):
 def read_manifest(path: str | os.PathLike, required: Sequence[str] = REQUIRED_FIELDS) -> list[dict]:
     """Read a JSONL manifest, checking every line.
 
-    Blank lines are skipped. A line that is not a JSON object, lacks a required field, or repeats
-    a key raises :class:`ManifestError` naming ``file:line``.
+    Blank lines are skipped. A line that is not a JSON object, lacks a required field, repeats
+    a key, or holds a field of the wrong type (:func:`field_error`) raises :class:`ManifestError`
+    naming ``file:line``, the field and what is expected.
     """
     path = Path(path)
     if not path.is_file():
@@ -62,6 +63,9 @@ def read_manifest(path: str | os.PathLike, required: Sequence[str] = REQUIRED_FI
             missing = [name for name in required if name not in row]
             if missing:
                 raise ManifestError(f"{path}:{lineno}: missing field(s) {missing}")
+            problem = field_error(row)
+            if problem:
+                raise ManifestError(f"{path}:{lineno}: {problem}")
             key = row.get("key")
             if "key" in required:
                 if not isinstance(key, str) or not key:
@@ -71,6 +75,26 @@ def read_manifest(path: str | os.PathLike, required: Sequence[str] = REQUIRED_FI
                 seen[key] = lineno
             rows.append(row)
     return rows
+
+
+def _is_channel(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+
+
+#: field -> (test of a valid value, what is expected); checked on every row that has the field.
+FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    "wav": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty path string"),
+    "label": (lambda v: isinstance(v, str) and bool(v.strip()), "a class name (string)"),
+    "channel": (_is_channel, "null (channels averaged) or a 1-based channel number"),
+}
+
+
+def field_error(row: Mapping[str, Any]) -> str | None:
+    """What is wrong with the first field of ``row`` that has the wrong type, or None."""
+    for name, (valid, expected) in FIELD_TYPES.items():
+        if name in row and not valid(row[name]):
+            return f"field {name!r} must be {expected}, not {json.dumps(row[name])}"
+    return None
 
 
 def write_manifest(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> int:
@@ -189,7 +213,9 @@ def load_prepared_corpus(root: str | os.PathLike) -> PreparedCorpus:
     except (OSError, json.JSONDecodeError) as err:
         raise ManifestError(f"{root}: unreadable corpus.json or label_map.json ({err})") from None
     name = meta["corpus"]
-    label_set = LabelSet.from_emobox_map(name, label_map)
+    source = str(root / "label_map.json")
+    label_set = LabelSet.from_emobox_map(name, validate_label_map(label_map, source))
+    check_map_classes(label_set, meta["classes"], source)
     if list(label_set.classes) != list(meta["classes"]):
         label_set = LabelSet(name, tuple(meta["classes"]), label_set.raw_map)
     known = {"corpus", "classes", "folds", "audio_root", "num_utterances"}

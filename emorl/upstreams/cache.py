@@ -8,9 +8,10 @@ Layout::
 ``folder`` is a hash of the upstream's ``identity`` (:mod:`emorl.upstreams.base`; it changes when
 the model or its weights change), the layer selection (``last``, an index, or ``all`` hidden states
 stacked for a learned weighted sum) and the storage dtype. ``id`` is a hash of the clip's key,
-its audio file's size and modification time, the channel, the sample rate and the truncation
-length, so editing or replacing an audio file invalidates its features, while folds and runs of
-the same corpus share them. A clip file holds a tensor ``(T', D)`` (one layer) or
+its audio file's size and modification time, the channel, the channel policy
+(:data:`emorl.audio.CHANNEL_POLICY`: what a ``channel`` of ``null`` or ``K`` decodes to), the
+sample rate and the truncation length, so editing or replacing an audio file, or a change in how
+channels are mixed, invalidates its features, while folds and runs of the same corpus share them. A clip file holds a tensor ``(T', D)`` (one layer) or
 ``(L, T', D)`` (``all``).
 
 Writes go to a temporary file in the same folder and are renamed into place, so concurrent
@@ -75,9 +76,14 @@ def file_clip_id(
     sample_rate: int = 16_000,
     max_samples: int | None = None,
 ) -> str:
-    """Clip id from the audio file's size and modification time (no decoding needed)."""
+    """Clip id from the audio file's size and modification time (no decoding needed).
+
+    The channel policy is part of it: features cached before the policy changed are not reused.
+    """
+    from emorl.audio import CHANNEL_POLICY
+
     stat = Path(path).stat()
-    return _sha1("file", key, stat.st_size, stat.st_mtime_ns, channel, sample_rate, max_samples)
+    return _sha1("file", key, stat.st_size, stat.st_mtime_ns, channel, CHANNEL_POLICY, sample_rate, max_samples)
 
 
 def wave_clip_id(key: str, wave: np.ndarray | Tensor) -> str:

@@ -93,16 +93,20 @@ def raw_label(label_set: LabelSet, raw: str, where: str) -> str:
         raise UnknownLabelError(f"{where}: {err}") from None
 
 
-def mono_channel(info: AudioInfo) -> int:
-    """EmoBox's ``channel`` field: 1 for everything but MELD's 6-channel clips."""
-    return 1
+def mono_channel(info: AudioInfo) -> int | None:
+    """The ``channel`` field of a corpus that names none: ``None``, every channel averaged.
+
+    (EmoBox writes 1 on every row but MELD's 6-channel clips; emorl used to, which took the left
+    channel of a stereo clip. Only a corpus that says where its speech is names a channel.)
+    """
+    return None
 
 
 def probe_utterances(
     corpus: str,
     utterances: Sequence[Utterance],
     skips: SkipLog,
-    channel_of: Callable[[AudioInfo], int] = mono_channel,
+    channel_of: Callable[[AudioInfo], int | None] = mono_channel,
     workers: int = 1,
 ) -> list[dict]:
     """Manifest rows of the utterances whose clips exist and can be probed, in input order.

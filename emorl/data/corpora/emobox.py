@@ -35,7 +35,7 @@ from emorl.data.manifest import (
     load_prepared_corpus,
     read_manifest,
 )
-from emorl.labels import CORPUS_LABELS, CROSS_CORPUS_LABELS, LabelSet, canonical_label
+from emorl.labels import CORPUS_LABELS, CROSS_CORPUS_LABELS, LabelSet, canonical_label, check_map_classes, validate_label_map
 
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
 #: Order in which MELD splits are preferred when a track-2 file name fits several equally well.
@@ -48,11 +48,20 @@ def _label_set(name: str, label_map: Path | None, rows: list[dict]) -> LabelSet:
             mapping = json.loads(Path(label_map).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             raise ManifestError(f"cannot read label map {label_map}: {err}") from None
-        return LabelSet.from_emobox_map(name, mapping)
+        labels = LabelSet.from_emobox_map(name, validate_label_map(mapping, str(label_map)))
+        present = {labels.raw_map.get(str(row["emo"])) for row in rows}
+        check_map_classes(labels, [c for c in labels.classes if c in present], f"{label_map} (for {len(rows)} utterances)")
+        return labels
     if name.lower() in CORPUS_LABELS:
         return CORPUS_LABELS[name.lower()]
     raws = dict.fromkeys(str(row["emo"]) for row in rows)  # no map: every raw label is its own class
     return LabelSet.from_emobox_map(name, {raw: canonical_label(raw) for raw in raws})
+
+
+def emobox_channel(value: object) -> int | None:
+    """EmoBox's ``channel`` as emorl reads it: its ``1`` (on every single-channel corpus) means
+    "the clip's audio" and becomes None (channels averaged); another number names a channel."""
+    return None if value in (None, 1) else value
 
 
 def read_emobox_folds(folds_dir: Path) -> dict[int, dict[str, list[str]]]:
@@ -107,7 +116,8 @@ def import_emobox(
         if not wav.is_file():
             skips.missing(entry["key"], wav)
             continue
-        row = {**entry, "dataset": name, "wav": str(wav.absolute()), "label": label}
+        row = {**entry, "dataset": name, "wav": str(wav.absolute()), "label": label,
+               "channel": emobox_channel(entry.get("channel"))}
         frames = row.get("num_frame")
         if isinstance(frames, float) and abs(frames - round(frames)) < 1e-3:
             row["num_frame"] = int(round(frames))  # EmoBox writes 70312.0 and 225191.99999999997

@@ -9,7 +9,7 @@ by the same split folders (or ``train/``, ``dev/``, ``test/``).
 
 Keys are EmoBox's ``meld-dia{D}_utt{U}-{train,dev,test}`` (dialogue ids repeat across splits).
 One fold: official train / dev / test = train / valid / test. Clips with 6 channels get
-``channel: 3`` (the centre channel, as EmoBox), others ``channel: 1``. The real release lacks
+``channel: 3`` (the centre channel, as EmoBox), others ``channel: null`` (channels averaged). The real release lacks
 ``dia125_utt3`` (train) and ``dia110_utt7`` (dev): they are skipped, leaving 9988 / 1108 / 2610.
 """
 
@@ -46,9 +46,9 @@ _CLIP = re.compile(r"^(?:final_videos_test)?dia(\d+)_utt(\d+)$")
 _SUFFIXES = (".wav", ".flac", ".mp4")  # preference order when several exist
 
 
-def meld_channel(info: AudioInfo) -> int:
-    """EmoBox's rule: the centre channel (3, 1-based) of 6-channel clips, else 1."""
-    return 3 if info.channels == 6 else 1
+def meld_channel(info: AudioInfo) -> int | None:
+    """EmoBox's rule: the centre channel (3, 1-based) of 6-channel clips; else None (averaged)."""
+    return 3 if info.channels == 6 else None
 
 
 def find_csv(root: Path, split: str) -> Path:
