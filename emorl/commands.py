@@ -200,5 +200,6 @@ def run_command(argv: Sequence[str]) -> int:
             run_emorl_demo(args.data_root, args.max_epochs, args.grpo_steps)
         return 0
     except (OSError, ValueError, RuntimeError, LookupError) as err:  # ours name the file and the fix
-        print(f"emorl {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        from emorl.errors import report
+
+        return report(args.command, err)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
+from emorl import faults
 from emorl.data.datamodule import EmoDataModule
 from emorl.metrics import format_table
 
@@ -64,6 +66,32 @@ class EmorlCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
+    def parse_arguments(self, parser, args) -> None:
+        """Also ``--ckpt_path last`` -> the newest last / SIGTERM checkpoint of this run name (:mod:`emorl.faults`)."""
+        super().parse_arguments(parser, args)
+        self.argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:]
+        faults.resolve_ckpt_path_last(self.config)
+
+    def _parse_ckpt_path(self) -> None:
+        """Before LightningCLI takes the model's hyper-parameters from ``--ckpt_path``: a file that is
+        not a checkpoint is a one-line error, and ``validate / test / predict`` refuse a checkpoint of
+        another model than the config's (:mod:`emorl.models.identity`)."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            from emorl.errors import EmorlError
+            from emorl.models.checkpoints import read_checkpoint
+            from emorl.models.identity import identity_mismatches
+
+            hparams = read_checkpoint(ckpt_path, "--ckpt_path").get("hyper_parameters") or {}
+            model = self.config[subcommand].get("model")
+            mismatches = identity_mismatches(model.as_dict() if hasattr(model, "as_dict") else model or {}, hparams)
+            if subcommand != "fit" and mismatches:
+                raise EmorlError(f"--ckpt_path {ckpt_path} holds another model than the config's: "
+                                 + "; ".join(mismatches) + ", give the config it was trained with (its run "
+                                 "folder's config.yaml) or a checkpoint of this config's model")
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         """``validate / test / predict --ckpt_path``: the model's ``init_checkpoint`` is not loaded.
 
@@ -85,6 +113,11 @@ class EmorlCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         if not self.parse_only:
             super().instantiate_classes()
+
+    def after_instantiate_classes(self) -> None:
+        """Every run saves a checkpoint at SIGTERM and exits non-zero (:class:`emorl.faults.SigtermCheckpoint`)."""
+        if not self.parse_only:
+            self.trainer.callbacks.append(faults.SigtermCheckpoint(self.argv))
 
     def after_predict(self) -> None:
         """Write every prediction (one JSON line per clip) to ``<log_dir>/predictions.jsonl``."""
@@ -118,5 +151,11 @@ class EmorlCLI(LightningCLI):
 
 
 def run_lightning(argv: list[str]) -> None:
-    """``emorl fit|validate|test|predict ARGS``: parse, build and run."""
-    EmorlCLI(args=argv)
+    """``emorl fit|validate|test|predict ARGS``: parse, build and run; a user's mistake found on the way
+    (:func:`emorl.errors.user_error_types`) ends in one line and exit status 2."""
+    from emorl.errors import report, user_error_types
+
+    try:
+        EmorlCLI(args=argv)
+    except user_error_types() as err:
+        sys.exit(report(argv[0] if argv and not argv[0].startswith("-") else "fit", err))

@@ -20,7 +20,7 @@ from emorl.audio import (
 )
 from emorl.commands import run_command
 from emorl.data.check import check_corpus, main_check
-from emorl.data.datamodule import EmotionDataset
+from emorl.data.dataset import EmotionDataset
 from emorl.data.manifest import write_prepared_corpus
 from emorl.labels import LabelSet
 from tests.corpus_factory import tone

@@ -1,4 +1,4 @@
-"""`emorl data ...` front-end: real runs and clear errors (exit 1 with a message, no traceback)."""
+"""`emorl data ...` front-end: real runs and clear errors (exit status 2 with a one-line message, no traceback)."""
 
 import json
 
@@ -36,15 +36,15 @@ def test_data_prepare_then_check(tmp_path, capsys):
 def test_data_prepare_errors_are_messages_not_tracebacks(tmp_path, capsys):
     code = _run(["data", "prepare", "iemocap", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2
     assert err.startswith("emorl data: error:") and "Traceback" not in err
     code = _run(["data", "prepare", "savee", "--root", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--wav-dir", str(tmp_path)])
-    assert code == 1 and "--wav-dir is for MELD only" in capsys.readouterr().err
+    assert code == 2 and "--wav-dir is for MELD only" in capsys.readouterr().err
 
 
 def test_data_check_of_a_folder_that_is_not_prepared(tmp_path, capsys):
-    assert _run(["data", "check", str(tmp_path)]) == 1
+    assert _run(["data", "check", str(tmp_path)]) == 2
     assert "not a prepared corpus" in capsys.readouterr().err
 
 
@@ -60,5 +60,5 @@ def test_zoo_list_and_tiny_through_the_command(tmp_path, capsys):
     assert "wavlm-large" in capsys.readouterr().out
     assert _run(["zoo", "tiny", "wavlm-large", "--out", str(tmp_path / "tiny")]) == 0
     assert (tmp_path / "tiny" / "config.json").is_file()
-    assert _run(["zoo", "tiny", "no-such-model", "--out", str(tmp_path / "x")]) == 1
+    assert _run(["zoo", "tiny", "no-such-model", "--out", str(tmp_path / "x")]) == 2
     assert "not a model of the zoo" in capsys.readouterr().err

@@ -192,7 +192,7 @@ def test_a_corpus_without_prosody_is_a_clear_error_unless_allowed(tmp_path, caps
     corpus = _corpus(tmp_path, with_prosody=False)
     with pytest.raises(SystemExit) as done:
         main(["data", "cot", str(corpus.root)])
-    assert done.value.code == 1
+    assert done.value.code == 2
     assert "emorl data prosody" in capsys.readouterr().err
     assert all("rationale" not in r for r in corpus.rows())
     report = write_rationales(corpus.root, allow_no_prosody=True)

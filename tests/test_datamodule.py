@@ -6,7 +6,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from emorl.data.datamodule import EmoDataModule, TestSet, collate_waves
+from emorl.data.datamodule import EmoDataModule, TestSet
+from emorl.data.dataset import collate_waves
 from emorl.data.manifest import ManifestError
 from emorl.data.sampling import LengthBucketSampler, padding_ratio, split_train_valid
 from emorl.labels import UnknownLabelError
@@ -205,11 +206,11 @@ class _NoWaveModel:
 
 
 def test_a_model_that_needs_no_waveforms_gets_undecoded_items(corpus, monkeypatch):
-    import emorl.data.datamodule as datamodule
+    import emorl.data.dataset as dataset_module
 
     calls = []
-    real = datamodule.load_audio
-    monkeypatch.setattr(datamodule, "load_audio", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = dataset_module.load_audio
+    monkeypatch.setattr(dataset_module, "load_audio", lambda *a, **k: calls.append(a) or real(*a, **k))
 
     class FakeTrainer:
         lightning_module = _NoWaveModel()
@@ -246,3 +247,13 @@ def test_classes_restrict_the_training_label_set(corpus, caplog):
     assert "left out" in caplog.text
     with pytest.raises(UnknownLabelError, match="calm"):
         EmoDataModule(str(corpus.root), classes=["sad", "calm"])
+
+
+def test_a_selected_test_set_without_clips_is_an_error_not_an_empty_table(tmp_path):
+    from emorl.errors import EmorlError
+
+    corpus = make_tiny_corpus(tmp_path / "c", test_speakers=())  # fold 1's test split is empty
+    data = EmoDataModule(str(corpus.root), batch_size=2)
+    data.setup("fit")  # training needs no test set
+    with pytest.raises(EmorlError, match=r"test set tiny \(.*, fold 1, split test\) has no clips \(0 rows"):
+        data.setup("test")

@@ -162,7 +162,7 @@ def one_line_error(capsys, argv):
     capsys.readouterr()  # what came before (datasets' progress bars)
     code = run_command(argv)
     err = capsys.readouterr().err.strip()
-    assert code == 1 and len(err.splitlines()) == 1, err
+    assert code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("emorl data: error: ")
     return err
 
@@ -265,7 +265,7 @@ def test_a_hub_id_offline_is_one_line_naming_hf_hub_offline_and_the_cache(tmp_pa
                f"sys.exit(run_command(['data', 'import-hf', 'someone/no-such-corpus', '--out', {str(tmp_path / 'o')!r}]))")
     done = subprocess.run([sys.executable, "-c", command], env=env, capture_output=True, text=True, timeout=120)
     lines = [line for line in done.stderr.splitlines() if line.startswith("emorl")]
-    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert "HF_HUB_OFFLINE" in lines[0] and str(tmp_path / "hf") in lines[0]
 
 

@@ -137,7 +137,7 @@ def test_a_corpus_where_nothing_can_be_read_fails(tmp_path, capsys):
     assert done.value.code == 1
     with pytest.raises(SystemExit) as done:
         main(["data", "prosody", str(tmp_path / "not_prepared")])
-    assert done.value.code == 1 and "not a prepared corpus" in capsys.readouterr().err
+    assert done.value.code == 2 and "not a prepared corpus" in capsys.readouterr().err
 
 
 def test_worker_processes_give_the_same_files(annotated):

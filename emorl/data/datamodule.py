@@ -25,20 +25,19 @@ off.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Callable, Literal, Mapping
 
 import lightning as L
-import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from emorl.audio import TARGET_SAMPLE_RATE, AudioError, DurationPolicy, load_audio
+from emorl.audio import TARGET_SAMPLE_RATE, DurationPolicy
+from emorl.data.dataset import EmotionDataset, collate_waves, failure_reasons
 from emorl.data.manifest import ManifestError, PreparedCorpus, load_prepared_corpus
 from emorl.data.sampling import (
     EpochShuffleSampler,
@@ -47,6 +46,8 @@ from emorl.data.sampling import (
     ResumableDataLoader,
     split_train_valid,
 )
+from emorl.data.skips import CountingCollate, EpochSkips, epoch_verdict, take_count
+from emorl.errors import EmorlError
 from emorl.labels import LabelSet, UnknownLabelError, get_named_label_set
 
 log = logging.getLogger(__name__)
@@ -61,113 +62,6 @@ class TestSet:
     path: str
     fold: int = 1
     split: Literal["train", "valid", "test", "all"] = "test"
-
-
-class EmotionDataset(Dataset):
-    """Manifest rows -> ``{"key", "wave", "label", "row"}``; undecodable clips become ``None``.
-
-    A clip that fails to decode is logged with its key and path and counted in
-    ``failed_keys``; collation drops it, so one bad file never stops a run
-    (``strict_audio=True`` raises instead).
-
-    With ``decode_audio = False`` items are not decoded: ``wave`` is ``None`` and ``decode`` is a
-    zero-argument callable that returns the decoded item (or ``None``), for collators that read
-    features from a cache and decode only what the cache lacks. Keys in ``skip_keys`` (clips that
-    a cache fill found undecodable) then yield ``None`` at once.
-    """
-
-    def __init__(
-        self,
-        rows: Sequence[Mapping[str, Any]],
-        label_ids: Sequence[int],
-        corpus: PreparedCorpus,
-        duration: DurationPolicy,
-        sample_rate: int = TARGET_SAMPLE_RATE,
-        strict_audio: bool = False,
-    ) -> None:
-        if len(rows) != len(label_ids):
-            raise ValueError("rows and label_ids differ in length")
-        self.rows = list(rows)
-        self.label_ids = list(label_ids)
-        self.corpus = corpus
-        self.duration = duration
-        self.sample_rate = sample_rate
-        self.strict_audio = strict_audio
-        self.failed_keys: list[str] = []
-        self.decode_audio = True
-        self.skip_keys: set[str] = set()
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def lengths(self) -> list[float]:
-        """Clip durations in seconds from the manifest (for bucketing), 0 when unknown."""
-        return [float(row.get("length") or 0.0) for row in self.rows]
-
-    def __getitem__(self, index: int) -> dict | None:
-        if self.decode_audio:
-            return self.load_item(index)
-        row = self.rows[index]
-        if row["key"] in self.skip_keys:
-            return None
-        return {"key": row["key"], "wave": None, "label": self.label_ids[index], "row": row,
-                "decode": functools.partial(self.load_item, index)}
-
-    def load_item(self, index: int) -> dict | None:
-        """The decoded item ``index`` (whatever ``decode_audio`` says), ``None`` if undecodable."""
-        row = self.rows[index]
-        path = self.corpus.resolve_wav(row["wav"])
-        try:
-            wave = load_audio(path, self.sample_rate, channel=row.get("channel"))
-        except AudioError as err:
-            if self.strict_audio:
-                raise
-            self.failed_keys.append(row["key"])
-            log.warning("skipping clip %s (%s): %s", row["key"], path, err)
-            return None
-        if not np.isfinite(wave).all():
-            if self.strict_audio:
-                raise AudioError(f"{path} holds NaN or infinite samples")
-            self.failed_keys.append(row["key"])
-            log.warning("skipping clip %s (%s): NaN or infinite samples", row["key"], path)
-            return None
-        wave = self.duration.apply(wave, self.sample_rate)
-        if wave is None:  # longer than the manifest said; the policy drops it
-            return None
-        return {"key": row["key"], "wave": wave, "label": self.label_ids[index], "row": row}
-
-
-def ensure_decoded(item: dict | None) -> dict | None:
-    """``item`` with its waveform: items made without decoding (``wave`` ``None``) are decoded now."""
-    if item is None or item.get("wave") is not None:
-        return item
-    decode = item.get("decode")
-    if decode is None:
-        raise RuntimeError(f"clip {item.get('key')} was not decoded and carries no way to decode it")
-    return decode()
-
-
-def collate_waves(items: Sequence[dict | None]) -> dict | None:
-    """Pad waveforms into a batch; ``None`` items (undecodable clips) are dropped.
-
-    Returns ``{"wave": (B, T) float, "wave_lengths": (B,) long, "label": (B,) long,
-    "key": [str], "row": [dict]}``, or ``None`` when every item was dropped. Items made without
-    decoding are decoded here.
-    """
-    items = [item for item in map(ensure_decoded, items) if item is not None]
-    if not items:
-        return None
-    lengths = torch.tensor([len(item["wave"]) for item in items], dtype=torch.long)
-    wave = torch.zeros(len(items), int(lengths.max()), dtype=torch.float32)
-    for i, item in enumerate(items):
-        wave[i, : len(item["wave"])] = torch.from_numpy(np.asarray(item["wave"], dtype=np.float32))
-    return {
-        "wave": wave,
-        "wave_lengths": lengths,
-        "label": torch.tensor([item["label"] for item in items], dtype=torch.long),
-        "key": [item["key"] for item in items],
-        "row": [item["row"] for item in items],
-    }
 
 
 class EmoDataModule(L.LightningDataModule):
@@ -199,6 +93,9 @@ class EmoDataModule(L.LightningDataModule):
         bucket_by_length: batch clips of similar length together (less padding).
         limit_per_split: keep at most this many rows per split (quick runs, smoke tests).
         strict_audio: raise on an undecodable clip instead of logging and skipping it.
+        max_skip_share: a training epoch that skips more than this share of its clips (undecodable)
+            says so once, with the counts; one that loads no clip at all stops the run
+            (:mod:`emorl.data.skips`).
         decode_audio: ``auto`` decodes clips only when the model needs waveforms (a model with
             ``needs_waveforms = False``, e.g. a probe reading cached features, gets undecoded
             items); ``always`` decodes every clip.
@@ -227,6 +124,7 @@ class EmoDataModule(L.LightningDataModule):
         bucket_by_length: bool = False,
         limit_per_split: int | None = None,
         strict_audio: bool = False,
+        max_skip_share: float = 0.05,
         decode_audio: Literal["auto", "always"] = "auto",
         seed: int = 0,
         predict_path: str | None = None,
@@ -260,6 +158,7 @@ class EmoDataModule(L.LightningDataModule):
         self.datasets: dict[str, EmotionDataset] = {}
         self.test_names: list[str] = []
         self.dropped_counts: dict[str, Counter] = {}
+        self.epoch_skips = EpochSkips()
 
     def _class_space(self, name: str, classes, aliases: Mapping[str, str]) -> LabelSet:
         if classes is not None:
@@ -350,7 +249,13 @@ class EmoDataModule(L.LightningDataModule):
         if stage in (None, "test", "predict") and not self.test_names:
             for name, spec in self.test_specs.items():
                 rows, corpus = self._test_rows(spec)
-                self.datasets[f"test/{name}"] = self._dataset(rows, corpus, name, strict=False)
+                dataset = self._dataset(rows, corpus, name, strict=False)
+                if not len(dataset):  # no table at all would follow, and the run would end with status 0
+                    raise EmorlError(
+                        f"test set {name} ({spec.path}, fold {spec.fold}, split {spec.split}) has no clips "
+                        f"({len(rows)} rows before the duration and label filters), choose another fold or "
+                        "split, or check the corpus with `emorl data check`")
+                self.datasets[f"test/{name}"] = dataset
                 self.test_names.append(name)
 
     # -- loaders ----------------------------------------------------------------------------------
@@ -380,6 +285,7 @@ class EmoDataModule(L.LightningDataModule):
                        if hp.bucket_by_length else EpochShuffleSampler(dataset, seed=hp.seed))
             # a generator of its own: worker seeds never draw on the global RNG, so a resumed run
             # continues the interrupted run's random stream exactly
+            common["collate_fn"] = CountingCollate(common["collate_fn"])  # skipped clips counted per epoch
             loader = ResumableDataLoader(dataset, sampler=sampler, generator=torch.Generator().manual_seed(hp.seed),
                                          **common)
             loader.progress = self._train_progress
@@ -391,6 +297,28 @@ class EmoDataModule(L.LightningDataModule):
                 # a set with fewer clips than ranks leaves this rank none: Lightning refuses that unless told
                 self.trainer.lightning_module.allow_zero_length_dataloader_with_multiple_devices = True
         return DataLoader(dataset, shuffle=False, sampler=sampler, **common)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches: take out the count of skipped clips (:mod:`emorl.data.skips`); a batch
+        none of whose clips loaded reaches the model as ``None``. At an epoch's last batch, stop the
+        run when no clip of the epoch loaded, or warn when too many were skipped."""
+        counted = take_count(batch)
+        if counted is None:
+            return batch
+        batch, clips, skipped = counted
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        if epoch != self.epoch_skips.epoch:
+            self.epoch_skips = EpochSkips(epoch=epoch)
+        self.epoch_skips.add(clips, skipped)
+        last = trainer.num_training_batches if trainer is not None else float("inf")
+        if self.epoch_skips.batches >= last:
+            dataset = self.datasets["train"]
+            warning = epoch_verdict(self.epoch_skips, str(self.corpus.root), self.hparams.max_skip_share,
+                                    lambda: failure_reasons(dataset))
+            if warning:
+                log.warning(warning)
+        return batch
 
     def _train_progress(self) -> tuple[int, int]:
         loop = self.trainer.fit_loop

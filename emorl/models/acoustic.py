@@ -100,7 +100,11 @@ class AcousticBaseline(L.LightningModule):
         dataset = self.trainer.datamodule.datasets["train"]
         feats = [self.collate_fn.features(item) for item in map(dataset.__getitem__, range(len(dataset))) if item]
         if not feats:
-            raise RuntimeError("no decodable training clip: run `emorl data check` on the corpus")
+            from emorl.errors import EmorlError
+
+            corpus = self.trainer.datamodule.corpus.root
+            raise EmorlError(f"no training clip of {corpus} could be decoded ({len(dataset)} clips), "
+                             f"run `emorl data check {corpus}` and fix or re-prepare the corpus")
         stacked = torch.from_numpy(np.stack(feats)).to(self.device)
         self.feature_mean.copy_(stacked.mean(0))
         self.feature_std.copy_(stacked.std(0).clamp_min(1e-6))

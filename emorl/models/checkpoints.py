@@ -55,6 +55,24 @@ def check_trainable_weights(module: L.LightningModule, checkpoint: dict) -> None
         )
 
 
+def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
+    """A Lightning checkpoint's dict, read with ``weights_only=True`` (a crafted file cannot run code:
+    an emorl checkpoint holds tensors and plain values); anything else is an
+    :class:`~emorl.errors.EmorlError` naming ``what`` (``--ckpt_path``, ``init_checkpoint``) and the file."""
+    from emorl.errors import EmorlError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, a zip / pickle that is not a checkpoint, a text file
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise EmorlError(f"{what} {path}: not a checkpoint that loads with weights_only=True "
+                         f"({type(err).__name__}: {first[:200]}), give the checkpoints/*.ckpt file of an emorl run") from err
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise EmorlError(f"{what} {path}: not a Lightning checkpoint (no state_dict), give the "
+                         "checkpoints/*.ckpt file of an emorl run")
+    return state
+
+
 def load_trained_weights(module: L.LightningModule, path: str | Path) -> None:
     """Put an emorl checkpoint's trained weights (LoRA, projector, ...) onto ``module``.
 
@@ -63,15 +81,7 @@ def load_trained_weights(module: L.LightningModule, path: str | Path) -> None:
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"init_checkpoint {path}: no such file")
-    try:  # weights only: a crafted file cannot run code (an emorl checkpoint holds tensors and plain values)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # UnpicklingError, a zip / pickle that is not a checkpoint, a text file
-        raise ValueError(f"init_checkpoint {path}: not an emorl checkpoint that loads with weights_only=True "
-                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); give the "
-                         "checkpoints/*.ckpt file of an emorl SFT or GRPO run") from err
-    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
-        raise ValueError(f"init_checkpoint {path}: not an emorl checkpoint (no state_dict); give the "
-                         "checkpoints/*.ckpt file of an emorl SFT or GRPO run")
+    state = read_checkpoint(path, "init_checkpoint")
     check_trainable_weights(module, state)
     own = module.state_dict()
     reshaped = [f"{name} {tuple(value.shape)} (here {tuple(own[name].shape)})"
