@@ -105,11 +105,20 @@ class EmorlCLI(LightningCLI):
             text = table() if callable(table) else None
             if text:
                 print(text)
+        self._write_test_results()
+
+    def _write_test_results(self) -> None:
+        """``test_results.json`` in the run folder (``emorl report`` reads it)."""
+        from emorl.results import write_test_results
+
+        path = write_test_results(self.trainer, self.model)
+        if path is not None:
+            print(f"wrote the test results to {path}")
 
 
 def _print_overview() -> None:
     print(
-        "usage: emorl {fit,validate,test,predict,data,zoo,demo} ...\n\n"
+        "usage: emorl {fit,validate,test,predict,data,zoo,demo,export,report} ...\n\n"
         "Speech emotion recognition with audio-language models trained by RL, and baselines.\n\n"
         "training and evaluation (LightningCLI; `emorl fit --help` for every option):\n"
         "  fit        train a model:            emorl fit --config configs/baselines/acoustic_demo.yaml\n"
@@ -127,7 +136,10 @@ def _print_overview() -> None:
         "zoo (`emorl zoo --help`):\n"
         "  zoo list                                   frozen encoders, EmoBox numbers, local copies\n"
         "  zoo tiny NAME --out DIR                    tiny random stand-in of a zoo model\n\n"
-        "  demo       the main job on the embedded demo corpus, end to end\n"
+        "  demo       the main job on the embedded demo corpus, end to end\n\n"
+        "sharing and comparing runs:\n"
+        "  export     a run's checkpoint -> Hugging Face model folder / PEFT adapter + model card (docs/export.md)\n"
+        "  report     runs -> report.md / report.csv beside EMO-RL's published numbers, figures (docs/report.md)\n"
     )
 
 
@@ -136,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         _print_overview()
         return
-    if argv[0] in ("data", "zoo", "demo"):
+    if argv[0] in ("data", "zoo", "demo", "export", "report"):
         from emorl.commands import run_command
 
         sys.exit(run_command(argv))

@@ -179,12 +179,31 @@ def run_demo(data_root: Path, config: str = DEMO_CONFIG, max_epochs: int | None 
     return results
 
 
+def _sharing_parsers(sub: argparse._SubParsersAction) -> None:
+    from emorl.export.command import add_export_parser
+    from emorl.report.command import add_report_parser
+
+    add_export_parser(sub)
+    add_report_parser(sub)
+
+
+def _run_sharing(args: argparse.Namespace) -> int:
+    if args.command == "export":
+        from emorl.export.command import run_export
+
+        return run_export(args)
+    from emorl.report.command import run_report
+
+    return run_report(args)
+
+
 def run_command(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="emorl")
     sub = parser.add_subparsers(dest="command", required=True)
     _data_parser(sub)
     _zoo_parser(sub)
     _demo_parser(sub)
+    _sharing_parsers(sub)
     args = parser.parse_args(list(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -192,6 +211,8 @@ def run_command(argv: Sequence[str]) -> int:
             return _run_data(args)
         if args.command == "zoo":
             return _run_zoo(args)
+        if args.command in ("export", "report"):
+            return _run_sharing(args)
         if args.config:
             run_demo(args.data_root, args.config, args.max_epochs)
         else:

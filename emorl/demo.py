@@ -55,6 +55,7 @@ def run_emorl_demo(
     """Warm start, GRPO, test; returns ``{"sft_esr" | "emorl_esr": {test_set: {metric: value}}}``."""
     from emorl.commands import resolve_config
     from emorl.metrics import format_table
+    from emorl.results import write_test_results
 
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -82,6 +83,7 @@ def run_emorl_demo(
     for name, cli in (("sft_esr", sft), ("emorl_esr", grpo)):
         cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
         results[name] = cli.model.test_results
+        write_test_results(cli.trainer, cli.model, trained_here=True)
     lap("tests")
     rows = {f"{name} {test_set}": scores for name, sets in results.items() for test_set, scores in sets.items()}
     print(f"\n[demo] held-out actors (runs: {sft.trainer.log_dir}, {grpo.trainer.log_dir}):")
