@@ -7,7 +7,9 @@
 2. SFT warm start on ESR answers built from templates (``configs/demo/tiny_sft_esr.yaml``): the
    random model has to learn the answer format before GRPO can reward anything;
 3. GRPO with ESWR + ESR from that warm start (``configs/demo/tiny_emorl_esr.yaml``);
-4. both models answer the held-out actors' clips; the UA / WA / F1 / parse-rate table is printed.
+4. both models answer the held-out actors' clips; the UA / WA / F1 / parse-rate table is printed;
+5. ``emorl report`` of the two runs is written to ``reports/demo`` (``report.md``, ``report.csv``,
+   figures; ``docs/report.md``).
 
 Every stage is an ordinary config: ``emorl fit --config ...`` runs it alone.
 """
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 SFT_CONFIG = "configs/demo/tiny_sft_esr.yaml"
+REPORT_DIR = Path("reports/demo")
 GRPO_CONFIG = "configs/demo/tiny_emorl_esr.yaml"
 
 
@@ -55,6 +58,7 @@ def run_emorl_demo(
     """Warm start, GRPO, test; returns ``{"sft_esr" | "emorl_esr": {test_set: {metric: value}}}``."""
     from emorl.commands import resolve_config
     from emorl.metrics import format_table
+    from emorl.report import write_report
     from emorl.results import write_test_results
 
     clock = time.perf_counter()
@@ -88,6 +92,9 @@ def run_emorl_demo(
     rows = {f"{name} {test_set}": scores for name, sets in results.items() for test_set, scores in sets.items()}
     print(f"\n[demo] held-out actors (runs: {sft.trainer.log_dir}, {grpo.trainer.log_dir}):")
     print(format_table(rows))
+    write_report([Path(sft.trainer.log_dir), Path(grpo.trainer.log_dir)], REPORT_DIR)
+    lap("report")
+    print(f"[demo] report: {REPORT_DIR / 'report.md'} (report.csv and the figures beside it)")
     print("[demo] wall time: " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
           + f" (total {sum(seconds.values()) / 60:.1f} min)")
     return results
