@@ -98,11 +98,11 @@ class StageMetrics(nn.Module):
             module.log_dict(self._loggable(prefixed(scores, f"test/{name}")), sync_dist=True)
             self.results[name] = {k: float(v) for k, v in scores.items()}
             confusion = metric.confusion().cpu()
-            if trainer.is_global_zero and trainer.logger is not None:
-                experiment = getattr(trainer.logger, "experiment", None)
-                if hasattr(experiment, "add_figure"):
-                    figure = confusion_figure(confusion, self.class_names, title=f"{name} (test)")
-                    experiment.add_figure(f"test/{name}/confusion", figure, global_step=trainer.global_step)
+            if trainer.is_global_zero and trainer.loggers:
+                from emorl.loggers import log_figure  # every logger: TensorBoard, W&B, CSV
+
+                figure = confusion_figure(confusion, self.class_names, title=f"{name} (test)")
+                log_figure(trainer, f"test/{name}/confusion", figure, trainer.global_step)
             self._write_predictions(module, name)
             metric.reset()
         return self.results

@@ -163,16 +163,15 @@ def load_trained_weights(module: L.LightningModule, path: str | Path) -> None:
 
 
 def log_answer_samples(module: L.LightningModule, tag: str, rows: Sequence[dict], limit: int = 8) -> None:
-    """A markdown table of sample answers (key, true label, prediction, text) to TensorBoard."""
+    """A table of sample answers (key, true label, prediction, text) to every logger (:mod:`emorl.loggers`)."""
+    from emorl.loggers import log_table
+
     trainer = module.trainer
-    experiment = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
-    if not rows or limit <= 0 or not trainer.is_global_zero or not hasattr(experiment, "add_text"):
+    if not rows or limit <= 0 or not trainer.is_global_zero or not trainer.loggers:
         return
-    lines = ["| key | label | prediction | answer |", "| --- | --- | --- | --- |"]
-    for row in rows[:limit]:
-        text = str(row.get("text", "")).replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {row.get('key')} | {row.get('label')} | {row.get('prediction')} | {text} |")
-    experiment.add_text(tag, "\n".join(lines), global_step=trainer.global_step)
+    columns = ["key", "label", "prediction", "answer"]
+    table = [[row.get("key"), row.get("label"), row.get("prediction"), row.get("text", "")] for row in rows[:limit]]
+    log_table(trainer, tag, columns, table, trainer.global_step)
 
 
 def test_batch(module: L.LightningModule, batch: dict | None, dataloader_idx: int) -> dict | None:
