@@ -92,9 +92,10 @@ class EmorlCLI(LightningCLI):
         print(f"wrote {len(rows)} predictions to {path}")
 
     def after_test(self) -> None:
-        """Print the UA / WA / F1 table, then any callback's table (e.g. ``ExplanationEvaluation``'s)."""
+        """Write ``test_results.json``, print the UA / WA / F1 table, then any callback's table (e.g. ``ExplanationEvaluation``'s)."""
         if not self.trainer.is_global_zero:
             return
+        self._write_test_results()
         results = getattr(self.model, "test_results", None)
         if results:
             from emorl.metrics import format_table
@@ -105,7 +106,6 @@ class EmorlCLI(LightningCLI):
             text = table() if callable(table) else None
             if text:
                 print(text)
-        self._write_test_results()
 
     def _write_test_results(self) -> None:
         """``test_results.json`` in the run folder (``emorl report`` reads it)."""
