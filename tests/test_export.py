@@ -93,6 +93,11 @@ def fresh_answers(work, exported):
         code = extract_snippet((folder / "README.md").read_text())
         assert SNIPPET_CALL in code
         jobs["/".join(key)] = code.replace(SNIPPET_CALL, f"ANSWERS = {{p.rsplit('/', 1)[1][:-4]: recognise(p)[0] for p in {wavs!r}}}")
+    for family in ("qwen2-audio", "qwen2.5-omni"):  # the untrained base, through the same snippet
+        code = jobs[f"{family}/lora/merged"]
+        out = str(folders[(family, "lora", "merged")])
+        jobs[f"{family}/base"] = code.replace(f'MODEL = "{out}"', f'MODEL = "{tiny_model_dir(family)}"')
+        assert jobs[f"{family}/base"] != code
     job_file = work["root"] / "jobs.json"
     job_file.write_text(json.dumps(jobs))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -110,6 +115,16 @@ def test_exported_folders_answer_like_emorl_predict_in_a_fresh_process(case, exp
     kinds = ["merged", "adapter"] if case[1] == "lora" else ["merged"]
     for kind in kinds:
         assert fresh_answers["/".join((*case, kind))] == expected, kind
+    assert all(text.strip() for text in expected.values())
+
+
+@pytest.mark.parametrize("family", ["qwen2-audio", "qwen2.5-omni"])
+def test_training_changed_the_answers(family, exported, fresh_answers):
+    """Else the round trip could not tell the trained weights from the base's."""
+    _, predicted = exported
+    base = fresh_answers[f"{family}/base"]
+    for mode in ("lora", "full"):
+        assert {Path(k).stem: v for k, v in predicted[(family, mode)].items()} != base, mode
 
 
 @pytest.mark.parametrize("case", CASES, ids=["-".join(c) for c in CASES])
