@@ -256,3 +256,20 @@ def test_clear_errors(runs, work, capsys, tmp_path):
         config = {"model": {"class_path": "emorl.models.acoustic.AcousticBaseline"}}
         (tmp_path / "acoustic.yaml").write_text(yaml.safe_dump(config))
         export_model(tmp_path / "acoustic.yaml", run.checkpoint, tmp_path / "x")
+
+
+def test_a_zero_shot_config_exports_the_base_model_unchanged(work, tmp_path):
+    """No checkpoint: the options come from the corpus; every tensor is the base's, the card says so."""
+    from tests.lalm_fixtures import REPO
+
+    config = yaml.safe_load((REPO / "configs/lalm/qwen2_audio_zeroshot_cot.yaml").read_text())
+    config["model"]["init_args"]["model"] = str(tiny_model_dir("qwen2-audio"))
+    config["data"]["data_dir"] = str(work["corpus"])
+    (tmp_path / "zs.yaml").write_text(yaml.safe_dump(config))
+    out = export_model(tmp_path / "zs.yaml", None, tmp_path / "zs")
+    base = tiny_model_dir("qwen2-audio") / "model.safetensors"
+    with safe_open(str(base), "pt") as b, safe_open(str(out / "model.safetensors"), "pt") as e:
+        assert set(b.keys()) == set(e.keys())
+        assert all(torch.equal(b.get_tensor(k), e.get_tensor(k)) for k in b.keys())
+    card = (out / "README.md").read_text()
+    assert "zero-shot, cot prompt" in card and "The options are: neutral, happy, sad, angry." in card

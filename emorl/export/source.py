@@ -8,6 +8,7 @@ and the class names. Nothing here loads a model.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,21 +101,34 @@ def trained_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
     return {key[len("model."):]: value for key, value in state.items() if key.startswith("model.")}
 
 
+def corpus_classes(data: dict) -> list[str] | None:
+    """A zero-shot config's options: ``data.classes``, else the prepared corpus's label set (``corpus.json``)."""
+    if data.get("classes"):
+        return list(data["classes"])
+    info = Path(str(data.get("data_dir", ""))) / "corpus.json"
+    if data.get("data_dir") and info.is_file():
+        return list(json.loads(info.read_text(encoding="utf-8")).get("classes") or []) or None
+    return None
+
+
 def load_source(config_path: str | Path, checkpoint_path: str | Path | None, base_model: str | None = None) -> ExportSource:
     """Read a config and a checkpoint into an :class:`ExportSource` (``base_model`` overrides the config's)."""
     config_path = Path(config_path)
     if not config_path.is_file():
         raise ExportError(f"config {config_path}: no such file")
     text = config_path.read_text(encoding="utf-8")
-    class_path, init_args = model_section(yaml.safe_load(text) or {}, config_path)
+    config = yaml.safe_load(text) or {}
+    class_path, init_args = model_section(config, config_path)
     if base_model:
         init_args["model"] = base_model
     checkpoint = read_checkpoint(Path(checkpoint_path)) if checkpoint_path else {}
     if checkpoint_path is None and not class_path.endswith("ZeroShotLALM"):
         raise ExportError(f"{class_path.rsplit('.', 1)[1]} is trained: pass its checkpoint with --ckpt_path")
-    class_names = (checkpoint.get("hyper_parameters") or {}).get("class_names") or init_args.get("class_names")
+    class_names = ((checkpoint.get("hyper_parameters") or {}).get("class_names") or init_args.get("class_names")
+                   or corpus_classes(config.get("data") or {}))
     if not class_names:
-        raise ExportError("no class names: neither the checkpoint's hyper-parameters nor the config name them")
+        raise ExportError("no class names: neither the checkpoint's hyper-parameters, the config nor its "
+                          "data_dir's corpus.json name them")
     return ExportSource(config_path=config_path, config_text=text, class_path=class_path, init_args=init_args,
                         class_names=list(class_names), checkpoint_path=Path(checkpoint_path) if checkpoint_path else None,
                         trained=trained_weights(checkpoint))
