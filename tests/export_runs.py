@@ -74,7 +74,7 @@ def predict_run(run: Run, clips_dir: Path) -> dict[str, str]:
     return {Path(row["key"]).name: row["text"] for row in rows}
 
 
-def test_run(run: Run) -> Path:
+def emorl_test_run(run: Run) -> Path:
     """``emorl test`` of the run's checkpoint; returns the test run's folder."""
     from emorl.cli import main
 

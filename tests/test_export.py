@@ -24,7 +24,7 @@ from emorl.cli import main
 from emorl.export import ExportError, export_model
 from emorl.export.card import SNIPPET_CALL, extract_snippet
 from tests.corpus_factory import make_tiny_corpus
-from tests.export_runs import predict_run, test_run, train_run
+from tests.export_runs import predict_run, emorl_test_run, train_run
 from tests.lalm_fixtures import clips, tiny_model_dir
 
 pytestmark = pytest.mark.slow
@@ -184,7 +184,7 @@ def test_lora_is_merged_in_float32_then_cast(runs, work):
 
 def test_model_card_front_matter_holds_the_runs_test_results(runs, work, capsys):
     run = runs[("qwen2-audio", "lora")]
-    test_dir = test_run(run)
+    test_dir = emorl_test_run(run)
     record = json.loads((test_dir / "test_results.json").read_text())
     out = work["root"] / "out" / "card"
     assert _emorl(["export", "--config", str(run.config), "--ckpt_path", str(run.checkpoint), "--out", str(out),
@@ -204,7 +204,7 @@ def test_model_card_front_matter_holds_the_runs_test_results(runs, work, capsys)
 
 def test_test_results_json_holds_the_logged_metrics_checkpoint_and_training_run(runs):
     run = runs[("qwen2.5-omni", "lora")]
-    test_dir = test_run(run)
+    test_dir = emorl_test_run(run)
     record = json.loads((test_dir / "test_results.json").read_text())
     assert record["checkpoint"] == str(run.checkpoint)
     assert record["training_run"] == str(run.run_dir)
