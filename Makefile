@@ -1,7 +1,7 @@
 # emorl set-up. `make demo` runs the main job on the embedded demo corpus; `make test` runs the tests.
 # Both create the virtual environment .venv on first use (and again when pyproject.toml changes).
 #
-#   make demo                     # render the demo corpus, train, test, print UA / WA / F1
+#   make demo                     # render the demo corpus, train, test, print UA / WA / F1, write reports/demo
 #   make test                     # the whole test suite (what CI runs)
 #   make TORCH="torch==2.9.1" test  # another torch build (CUDA users: the one matching the driver)
 #   make test-extras              # the s3prl / reference tests, in a second env .venv-extras (torch 2.8)
@@ -73,4 +73,4 @@ system-deps:
 	fi
 
 clean:
-	rm -rf $(VENV) $(EXTRAS_VENV) runs data/demo
+	rm -rf $(VENV) $(EXTRAS_VENV) runs reports data/demo

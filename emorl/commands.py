@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -154,13 +153,45 @@ def _run_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser("export", help="a run's checkpoint -> Hugging Face model folder (or PEFT adapter) + model card")
+    export.add_argument("--config", required=True, type=Path, help="the run's config (best: its run folder's config.yaml)")
+    export.add_argument("--ckpt_path", type=Path, help="the run's checkpoint (.ckpt file); none for a zero-shot config")
+    export.add_argument("--out", required=True, type=Path, help="the folder to write (must not exist, see --overwrite)")
+    export.add_argument("--adapter", action="store_true", help="write a PEFT adapter folder instead of merged weights")
+    export.add_argument("--hub-id", help="the Hugging Face id to publish under: named in the card, `hf upload` printed")
+    export.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="weights dtype (default: the base's)")
+    export.add_argument("--base-model", help="the base model folder or zoo name, when the config's has moved")
+    export.add_argument("--results", type=Path, help="a test_results.json for the card (default: found beside the run)")
+    export.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (default 5GB)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+
+
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    report = sub.add_parser("report", help="runs -> report.md / report.csv beside EMO-RL's published numbers, figures")
+    report.add_argument("runs", nargs="+", type=Path, help="run folders (runs/<name>/version_N)")
+    report.add_argument("--out", required=True, type=Path, help="folder for report.md, report.csv and the PNGs")
+
+
+def _run_sharing(args: argparse.Namespace) -> int:
+    if args.command == "export":
+        from emorl.export.command import run_export
+
+        return run_export(args)
+    from emorl.report.command import run_report
+
+    return run_report(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``emorl data | zoo | demo`` (every option and help text of these commands)."""
+    """The parser of ``emorl data | zoo | demo | export | report`` (every option and help text of these commands)."""
     parser = argparse.ArgumentParser(prog="emorl")
     sub = parser.add_subparsers(dest="command", required=True)
     _data_parser(sub)
     _zoo_parser(sub)
     _demo_parser(sub)
+    _export_parser(sub)
+    _report_parser(sub)
     return parser
 
 
@@ -181,7 +212,7 @@ def subcommand_help(parser: argparse.ArgumentParser) -> dict[str, tuple[str, dic
 
 
 #: The commands this module runs (``emorl.cli`` dispatches them here).
-COMMANDS = ("data", "zoo", "demo")
+COMMANDS = ("data", "zoo", "demo", "export", "report")
 
 
 def run_command(argv: Sequence[str]) -> int:
@@ -192,6 +223,8 @@ def run_command(argv: Sequence[str]) -> int:
             return _run_data(args)
         if args.command == "zoo":
             return _run_zoo(args)
+        if args.command in ("export", "report"):
+            return _run_sharing(args)
         from emorl.demo import run_demo, run_emorl_demo
 
         if args.config:

@@ -7,7 +7,9 @@
 2. SFT warm start on ESR answers built from templates (``configs/demo/tiny_sft_esr.yaml``): the
    random model has to learn the answer format before GRPO can reward anything;
 3. GRPO with ESWR + ESR from that warm start (``configs/demo/tiny_emorl_esr.yaml``);
-4. both models answer the held-out actors' clips; the UA / WA / F1 / parse-rate table is printed.
+4. both models answer the held-out actors' clips; the UA / WA / F1 / parse-rate table is printed;
+5. ``emorl report`` of the two runs is written to ``reports/demo`` (``report.md``, ``report.csv``,
+   figures; ``docs/report.md``).
 
 Every stage is an ordinary config: ``emorl fit --config ...`` runs it alone.
 ``emorl demo --config X.yaml`` (:func:`run_demo`) trains and tests that one config on the demo
@@ -22,6 +24,7 @@ from pathlib import Path
 #: ``emorl demo --config`` without a config: the MFCC + prosody baseline (one stage)
 ACOUSTIC_CONFIG = "configs/demo/acoustic.yaml"
 SFT_CONFIG = "configs/demo/tiny_sft_esr.yaml"
+REPORT_DIR = Path("reports/demo")
 GRPO_CONFIG = "configs/demo/tiny_emorl_esr.yaml"
 
 
@@ -68,6 +71,8 @@ def run_emorl_demo(
     """Warm start, GRPO, test; returns ``{"sft_esr" | "emorl_esr": {test_set: {metric: value}}}``."""
     from emorl.lightning_cli import resolve_config
     from emorl.metrics import format_table
+    from emorl.report import write_report
+    from emorl.results import write_test_results
 
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -95,10 +100,14 @@ def run_emorl_demo(
     for name, cli in (("sft_esr", sft), ("emorl_esr", grpo)):
         cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
         results[name] = cli.model.test_results
+        write_test_results(cli.trainer, cli.model, trained_here=True)
     lap("tests")
     rows = {f"{name} {test_set}": scores for name, sets in results.items() for test_set, scores in sets.items()}
     print(f"\n[demo] held-out actors (runs: {sft.trainer.log_dir}, {grpo.trainer.log_dir}):")
     print(format_table(rows))
+    write_report([Path(sft.trainer.log_dir), Path(grpo.trainer.log_dir)], REPORT_DIR)
+    lap("report")
+    print(f"[demo] report: {REPORT_DIR / 'report.md'} (report.csv and the figures beside it)")
     print("[demo] wall time: " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
           + f" (total {sum(seconds.values()) / 60:.1f} min)")
     return results

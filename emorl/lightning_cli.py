@@ -137,9 +137,11 @@ class EmorlCLI(LightningCLI):
         print(f"wrote {len(rows)} predictions to {path}")
 
     def after_test(self) -> None:
-        """Print the UA / WA / F1 table, then any callback's table (e.g. ``ExplanationEvaluation``'s)."""
+        """Write ``test_results.json``, print the UA / WA / F1 table, then any callback's table (e.g.
+        ``ExplanationEvaluation``'s)."""
         if not self.trainer.is_global_zero:
             return
+        self._write_test_results()
         results = getattr(self.model, "test_results", None)
         if results:
             print(format_table(results))
@@ -148,6 +150,15 @@ class EmorlCLI(LightningCLI):
             text = table() if callable(table) else None
             if text:
                 print(text)
+
+    def _write_test_results(self) -> None:
+        """``test_results.json`` in the run folder (``emorl report`` reads it)."""
+        from emorl.results import write_test_results
+
+        path = write_test_results(self.trainer, self.model)
+        if path is not None:
+            print(f"wrote the test results to {path}")
+
 
 
 def run_lightning(argv: list[str]) -> None:

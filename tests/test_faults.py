@@ -297,3 +297,23 @@ def test_sigterm_in_process_names_dropped_rollouts_and_exits_143(tmp_path, capsy
                                       faults.resume_command(["fit", "--config", "a.yaml"], shown))
     assert line == expected
     assert ("rollout(s) waiting for the optimiser step were dropped" in line) == bool(dropped)
+
+
+@pytest.mark.slow
+def test_sigterm_under_ddp_every_rank_stops_after_the_same_batch_and_saves_once(tmp_path):
+    corpus = make_tiny_corpus(tmp_path / "c")
+    config = _config(tmp_path, corpus.root, PERIODIC)
+    data = yaml.safe_load(config.read_text())
+    data["trainer"].update({"devices": 2, "strategy": "ddp", "limit_val_batches": 0})
+    config.write_text(yaml.safe_dump(data))
+    checkpoints = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints"
+    process = _start(config, tmp_path)  # rank 0; Lightning starts rank 1 and forwards the signal to it
+    _wait_for(checkpoints / "last.ckpt", process, timeout=180)
+    process.send_signal(signal.SIGTERM)
+    _, err = _finish(process, timeout=90)
+    assert process.returncode == faults.SIGTERM_EXIT_STATUS, err[-3000:]
+    lines = [line for line in err.splitlines() if "stopped by SIGTERM" in line]
+    assert len(lines) == 1, err[-3000:]  # rank zero says it once
+    step = int(re.search(r"at step (\d+) ", lines[0])[1])
+    saved = torch.load(checkpoints / faults.SIGTERM_CHECKPOINT, map_location="cpu", weights_only=False)
+    assert saved["global_step"] == step > 0

@@ -38,6 +38,7 @@ def test_the_wheel_holds_every_zoo_card_and_config(wheel):
     assert cards and sorted(Path(n).name for n in data if n.startswith("share/emorl/zoo/")) == cards
     configs = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml"))
     assert sorted(n.removeprefix("share/emorl/") for n in data if n.startswith("share/emorl/configs/")) == configs
+    assert "emorl/report/published.yaml" in names  # EMO-RL's published numbers, read by `emorl report`
     assert "emorl/zoo.py" in names
 
 

@@ -133,11 +133,11 @@ def test_predict_a_folder_of_real_clips_with_a_tiny_lalm(clip_folder, tmp_path, 
 
 @pytest.mark.slow
 def test_predict_a_folder_of_real_clips_with_a_probe(clip_folder, tmp_path, monkeypatch):
-    from emorl import zoo
+    from emorl.tiny_models import build_tiny
 
     monkeypatch.chdir(tmp_path)
     corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
-    upstream = zoo.build_tiny("wavlm-large", tmp_path / "wavlm")
+    upstream = build_tiny("wavlm-large", tmp_path / "wavlm")
     config = {
         "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "logger": {
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",

@@ -106,11 +106,11 @@ class StageMetrics(nn.Module):
             module.log_dict(self._loggable(prefixed(scores, f"test/{name}")), sync_dist=True)
             self.results[name] = {k: float(v) for k, v in scores.items()}
             confusion = metric.confusion().cpu()
-            if trainer.is_global_zero and trainer.logger is not None:
-                experiment = getattr(trainer.logger, "experiment", None)
-                if hasattr(experiment, "add_figure"):
-                    figure = confusion_figure(confusion, self.class_names, title=f"{name} (test)")
-                    experiment.add_figure(f"test/{name}/confusion", figure, global_step=trainer.global_step)
+            if trainer.is_global_zero and trainer.loggers:
+                from emorl.loggers import log_figure  # every logger: TensorBoard, W&B, CSV
+
+                figure = confusion_figure(confusion, self.class_names, title=f"{name} (test)")
+                log_figure(trainer, f"test/{name}/confusion", figure, trainer.global_step)
             self._write_predictions(module, name)
             metric.reset()
         return self.results
@@ -141,16 +141,15 @@ class AnswersClips(Protocol):
 
 
 def log_answer_samples(module: L.LightningModule, tag: str, rows: Sequence[dict], limit: int = 8) -> None:
-    """A markdown table of sample answers (key, true label, prediction, text) to TensorBoard."""
+    """A table of sample answers (key, true label, prediction, text) to every logger (:mod:`emorl.loggers`)."""
+    from emorl.loggers import log_table
+
     trainer = module.trainer
-    experiment = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
-    if not rows or limit <= 0 or not trainer.is_global_zero or not hasattr(experiment, "add_text"):
+    if not rows or limit <= 0 or not trainer.is_global_zero or not trainer.loggers:
         return
-    lines = ["| key | label | prediction | answer |", "| --- | --- | --- | --- |"]
-    for row in rows[:limit]:
-        text = str(row.get("text", "")).replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {row.get('key')} | {row.get('label')} | {row.get('prediction')} | {text} |")
-    experiment.add_text(tag, "\n".join(lines), global_step=trainer.global_step)
+    columns = ["key", "label", "prediction", "answer"]
+    table = [[row.get("key"), row.get("label"), row.get("prediction"), row.get("text", "")] for row in rows[:limit]]
+    log_table(trainer, tag, columns, table, trainer.global_step)
 
 
 def test_batch(module: AnswersClips, batch: dict | None, dataloader_idx: int) -> dict | None:
