@@ -223,7 +223,7 @@ def _emorl(args) -> int:
 
 
 def _export_error(args, capsys) -> str:
-    assert _emorl(["export", *args]) == 1
+    assert _emorl(["export", *args]) == 2  # emorl.errors.USER_ERROR_STATUS
     return capsys.readouterr().err
 
 

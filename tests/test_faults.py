@@ -100,7 +100,7 @@ def _touch(path: Path, mtime: float, folder: bool = False) -> Path:
         path.mkdir()
         (path / "shard_0.pt").write_bytes(b"x")
     else:  # a loadable checkpoint without hyper-parameters (LightningCLI reads them from it)
-        torch.save({}, path)
+        torch.save({"state_dict": {}}, path)
     os.utime(path, (mtime, mtime))
     return path
 

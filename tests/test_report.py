@@ -94,7 +94,7 @@ def test_no_run_with_results_is_a_clear_error(runs, tmp_path, capsys):
     _, _, untested, _ = runs
     with pytest.raises(SystemExit) as stop:
         main(["report", str(untested), "--out", str(tmp_path / "r")])
-    assert stop.value.code == 1
+    assert stop.value.code == 2
     assert "no run with test results" in capsys.readouterr().err
 
 
