@@ -81,3 +81,13 @@ def test_the_policy_pass_runs_in_train_mode_so_gradient_checkpointing_acts(tmp_p
     trainer.fit(module, datamodule=EmoDataModule(str(corpus.root), batch_size=2, num_workers=0))
     with_grad = [training for grad, training in seen if grad]
     assert with_grad and all(with_grad)  # the policy pass: train mode (checkpointing applies)
+
+
+def test_rollout_options_refuse_zero_answers():
+    from emorl.rl.rollout import RolloutOptions
+
+    with pytest.raises(ValueError, match=r"num_generations must be >= 1 \(G answers per prompt\), not 0"):
+        GRPOLALM(["happy", "sad"], model=str(tiny_model_dir("qwen2-audio")), dtype="float32", num_generations=0)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1, not 0"):
+        RolloutOptions(num_generations=2, max_new_tokens=0)
+    assert RolloutOptions(num_generations=1, max_new_tokens=1).min_new_tokens == 0
