@@ -8,8 +8,9 @@
   from ``on_exception`` (a consistent point: after the batch's optimiser step; GRPO rollouts still
   waiting for theirs are dropped and the line says so), prints one line naming the checkpoint and
   the command that resumes it, and turns the exit status into :data:`SIGTERM_EXIT_STATUS`.
-  Under DDP the ranks agree on the signal at every training batch end (an all-reduce of the flag),
-  so every rank stops after the same batch and saves together.
+  Under DDP its own SIGTERM handler replaces Lightning's notifier (which runs a collective inside
+  the signal handler) and the ranks agree on the signal at every training batch and epoch end (an
+  all-reduce of the flag), so every rank stops after the same batch and saves together.
 - :func:`find_last_checkpoint` / :func:`resolve_ckpt_path_last`: ``--ckpt_path last`` means the
   newest ``last.ckpt`` or ``sigterm.ckpt`` of a training run of the config's run name
   (``<save_dir>/<name>/*/checkpoints/``), not Lightning's reading (the last checkpoint of the new,
@@ -24,7 +25,9 @@ import logging
 import os
 import re
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -93,17 +96,21 @@ def run_checkpoint_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.default_root_dir, "checkpoints")
 
 
-def agree_on_sigterm(trainer: L.Trainer) -> bool:
-    """Whether any rank received SIGTERM (an all-reduce of the flag under DDP); a rank that did not
-    gets the flag too, so every rank's loop raises after the same batch. Single process: the flag."""
-    received = bool(trainer.received_sigterm)
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if trainer.world_size < 2 or not distributed:
+def _distributed(trainer: L.Trainer) -> bool:
+    return trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def agree_on_sigterm(trainer: L.Trainer, pending: bool = False) -> bool:
+    """Whether any rank received SIGTERM (``pending``: noted by :class:`SigtermCheckpoint`'s handler, or
+    Lightning's flag), by an all-reduce under DDP. Every rank then gets Lightning's flag at this same
+    point, so every rank's loop raises after the same batch. Single process: Lightning's flag."""
+    received = bool(trainer.received_sigterm) or pending
+    if not _distributed(trainer):
         return received
     flag = torch.tensor([int(received)], device=trainer.strategy.root_device)
     torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    if int(flag.item()) and not received:
-        trainer._signal_connector.received_sigterm = True  # Lightning keeps the flag there
+    if int(flag.item()):
+        trainer._signal_connector.received_sigterm = True  # Lightning's loops read the flag there
     return bool(flag.item())
 
 
@@ -133,12 +140,43 @@ class SigtermCheckpoint(L.Callback):
         self.argv = [str(a) for a in argv]
         self.filename = filename
         self.saved: Path | None = None
+        self._pending = False
+
+    # -- DDP: the ranks agree on the signal at training batch and epoch ends -------------------
+    def on_sanity_check_start(self, trainer: L.Trainer, *_: Any) -> None:
+        self._install_handler(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, *_: Any) -> None:
+        self._install_handler(trainer)
+
+    def _install_handler(self, trainer: L.Trainer) -> None:
+        """Under DDP, replace Lightning's SIGTERM notifier (it runs a ``broadcast`` inside the signal
+        handler, which pairs with whatever collective the other ranks are in: a hang or a crash) by one
+        that only notes the signal (and forwards it to the launcher's child processes, as Lightning's
+        does); :func:`agree_on_sigterm` then sets Lightning's flag on every rank at the same point.
+        Lightning restores the handlers it found when the run ends."""
+        if not _distributed(trainer) or threading.current_thread() is not threading.main_thread():
+            return
+        connector = trainer._signal_connector
+        current = signal.getsignal(signal.SIGTERM)
+        handlers = list(getattr(current, "signal_handlers", []))
+        notifier = connector._sigterm_notifier_fn
+        if notifier not in handlers:
+            return
+        self._pending = False
+
+        def note(signum: int, _frame: Any) -> None:  # no logging here: a handler may interrupt the logger
+            if not self._pending and trainer.strategy.launcher is not None:
+                trainer.strategy.launcher.kill(signum)
+            self._pending = True
+
+        signal.signal(signal.SIGTERM, type(current)([note if h == notifier else h for h in handlers]))
 
     def on_train_batch_end(self, trainer: L.Trainer, *_: Any) -> None:
-        agree_on_sigterm(trainer)
+        agree_on_sigterm(trainer, self._pending)
 
     def on_train_epoch_end(self, trainer: L.Trainer, *_: Any) -> None:
-        agree_on_sigterm(trainer)
+        agree_on_sigterm(trainer, self._pending)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):

@@ -317,3 +317,29 @@ def test_sigterm_under_ddp_every_rank_stops_after_the_same_batch_and_saves_once(
     step = int(re.search(r"at step (\d+) ", lines[0])[1])
     saved = torch.load(checkpoints / faults.SIGTERM_CHECKPOINT, map_location="cpu", weights_only=False)
     assert saved["global_step"] == step > 0
+
+
+def test_sigterm_during_test_is_said_and_exits_143(tmp_path, capsys):
+    import lightning as L
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def test_step(self, batch, batch_idx):
+            if batch_idx == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def test_dataloader(self):
+            return torch.utils.data.DataLoader(torch.randn(10, 2), batch_size=2)
+
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path,
+                        callbacks=[faults.SigtermCheckpoint(["test", "--config", "a.yaml"])])
+    with pytest.raises(SystemExit) as exit_info:
+        trainer.test(Module())
+    assert exit_info.value.code == faults.SIGTERM_EXIT_STATUS
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "emorl test: stopped by SIGTERM before the end; nothing was written")
+    assert not list(tmp_path.rglob("*.ckpt"))
