@@ -43,6 +43,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from emorl.answer_scan import find_tags
+
 DIMENSIONS = ("pitch", "energy", "rate")
 LEVELS = ("low", "normal", "high")
 
@@ -137,7 +139,10 @@ _LINK_PUNCT = frozenset(":=-–—")
 _JOINERS = frozenset({"or", "nor", ",", "too", "overly", "very", "particularly", "excessively"})
 _CONTRAST = frozenset({",", "not", "and", "but", "rather", "than", "instead", "of"})
 
-_QUOTED = re.compile(r'"[^"]*"|“[^”]*”|<transcript>.*?</transcript>', re.IGNORECASE | re.DOTALL)
+#: Quoted speech, blanked before reading: ``"..."``, ``“...”`` and ``<transcript>...</transcript>``
+#: spans, found as ``re.finditer`` of ``"[^"]*"|“[^”]*”|<transcript>.*?</transcript>`` (ignoring
+#: case, across lines) would find them, but in linear time (:func:`_quoted_spans`).
+_QUOTES = (('"', '"'), ("“", "”"))
 #: "higher than normal pitch": the comparison's reference is no level of its own.
 _REFERENCE = re.compile(r"\bthan\s+(?:normal|usual|average|typical|expected|before)\b", re.IGNORECASE)
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*(?:-[A-Za-z0-9]+)*|[^\sA-Za-z0-9]")
@@ -166,10 +171,54 @@ class _Candidate:
     negator_at: int | None = None
 
 
+def _quoted_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of every quoted span, leftmost first, as the regex of :data:`_QUOTES` finds them.
+
+    An opening mark without its closing one after it cannot start a span, and neither can any
+    later one of its kind: that kind is dropped, so every character is looked at a bounded number
+    of times (the regex tried each opening mark up to the end of the text: quadratic).
+    """
+    closers = dict(_QUOTES)
+    tags = find_tags(text, ("transcript",))
+    spans, position, t = [], 0, 0
+    next_at = {opener: text.find(opener) for opener in closers}  # an opener's next place (-1: none)
+    while True:
+        for opener in list(next_at):
+            if 0 <= next_at[opener] < position:
+                next_at[opener] = text.find(opener, position)
+        while t < len(tags) and (tags[t].start < position or tags[t].closing):
+            t += 1
+        starts = [(at, opener) for opener, at in next_at.items() if at >= 0]
+        if t < len(tags):
+            starts.append((tags[t].start, "<"))
+        if not starts:
+            return spans
+        start, opener = min(starts)
+        if opener == "<":
+            close = next((k for k in range(t + 1, len(tags)) if tags[k].closing), None)
+            if close is None:
+                t = len(tags)  # no closing tag after this opening one: none after a later one either
+                continue
+            spans.append((start, tags[close].end))
+            position, t = tags[close].end, close + 1
+            continue
+        end = text.find(closers[opener], start + 1)
+        if end < 0:
+            del next_at[opener]
+            continue
+        spans.append((start, end + 1))
+        position = end + 1
+
+
 def _masked(text: str) -> str:
     """The text with quoted speech and comparison references blanked (positions kept)."""
+    pieces, position = [], 0
+    for start, end in _quoted_spans(text):
+        pieces += [text[position:start], " " * (end - start)]
+        position = end
+    pieces.append(text[position:])
     blank = lambda m: " " * len(m.group(0))  # noqa: E731
-    return _REFERENCE.sub(blank, _QUOTED.sub(blank, text))
+    return _REFERENCE.sub(blank, "".join(pieces))
 
 
 def _tokens(text: str) -> list[_Token]:
