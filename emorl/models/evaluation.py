@@ -20,7 +20,35 @@ import lightning as L
 import torch
 from torch import nn
 
-from emorl.metrics import EmotionMetrics, confusion_figure, prefixed
+from emorl.labels import READINGS, parse_answer
+from emorl.metrics import LENIENT_READING, EmotionMetrics, confusion_figure, prefixed
+
+
+def read_label_ids(texts: Sequence[str], class_names: Sequence[str], reading: str) -> torch.Tensor:
+    """Class ids of the labels :func:`emorl.labels.parse_answer` reads from ``texts``, -1 for none.
+
+    ``reading`` is the prompt format's (``strict`` for IR / EUR / ESR, ``lenient`` for the
+    zero-shot ``direct`` / ``cot``): the same parser, in the same reading, as the training reward.
+    """
+    names = list(class_names)
+    labels = [parse_answer(text, names, reading=reading) for text in texts]
+    return torch.tensor([names.index(label) if label is not None else -1 for label in labels], dtype=torch.long)
+
+
+def check_reading(reading: str) -> str:
+    """``reading`` when it is one of :data:`emorl.labels.READINGS`, else a clear error."""
+    if reading not in READINGS:
+        raise ValueError(f"answer_reading must be one of {', '.join(READINGS)}, not {reading!r}")
+    return reading
+
+
+def mark_reading(results: dict[str, dict[str, float]], reading: str) -> dict[str, dict[str, float]]:
+    """Mark every test set's scores as read leniently (``LENIENT_READING: 1.0``; the results table
+    flags their parse rate), so a zero-shot row's parse rate is not taken for a strict one."""
+    if reading == "lenient":
+        for scores in results.values():
+            scores[LENIENT_READING] = 1.0
+    return results
 
 
 def _module_key(name: str) -> str:

@@ -43,7 +43,7 @@ import lightning as L
 import torch
 
 from emorl.lalm import load_backbone
-from emorl.models.evaluation import StageMetrics
+from emorl.models.evaluation import StageMetrics, mark_reading, read_label_ids
 from emorl.models.lalm_common import (
     PromptBuilder,
     answer_batch,
@@ -177,7 +177,8 @@ class GRPOLALM(L.LightningModule):
 
     # -- one rollout --------------------------------------------------------------------------
     def _context(self) -> RewardContext:
-        return RewardContext(classes=self.hparams.class_names, alpha=self.alpha, gamma=self.hparams.gamma)
+        return RewardContext(classes=self.hparams.class_names, alpha=self.alpha, gamma=self.hparams.gamma,
+                             strict_answer=self.prompts.format.reading == "strict")
 
     def _gather(self, values: torch.Tensor) -> torch.Tensor:
         return self.all_gather(values.to(self.device)).reshape(-1).cpu()
@@ -345,7 +346,9 @@ class GRPOLALM(L.LightningModule):
 
     # -- evaluation ---------------------------------------------------------------------------
     def _answer(self, batch: dict):
-        return answer_batch(self.backbone, self.prompts, batch, self.hparams.eval_max_new_tokens)
+        texts, _, result = answer_batch(self.backbone, self.prompts, batch, self.hparams.eval_max_new_tokens)
+        # the training reward's parser and reading (strict for the tagged formats)
+        return texts, read_label_ids(texts, self.prompts.class_names, self.prompts.format.reading), result
 
     def validation_step(self, batch: dict | None, batch_idx: int) -> None:
         if batch is not None:
@@ -358,7 +361,7 @@ class GRPOLALM(L.LightningModule):
         return test_batch(self, batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = finish_test(self)
+        self.test_results = mark_reading(finish_test(self), self.prompts.format.reading)
 
     def predict_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         return predict_batch(self, batch, dataloader_idx)

@@ -41,7 +41,7 @@ import torch
 from emorl.lalm import load_backbone
 from emorl.lalm.generation import completion_logprobs, generate
 from emorl.lalm.inputs import build_prompts, embed_prompts
-from emorl.models.evaluation import StageMetrics
+from emorl.models.evaluation import StageMetrics, mark_reading, read_label_ids
 from emorl.models.lalm_common import (
     PromptBuilder,
     answer_batch,
@@ -259,7 +259,9 @@ class SFTLALM(L.LightningModule):
 
     # -- evaluation -------------------------------------------------------------------------------
     def _answer(self, batch: dict):
-        return answer_batch(self.backbone, self.prompts, batch, self.hparams.max_new_tokens)
+        texts, _, result = answer_batch(self.backbone, self.prompts, batch, self.hparams.max_new_tokens)
+        # the training reward's parser and reading (strict for the tagged formats)
+        return texts, read_label_ids(texts, self.prompts.class_names, self.prompts.format.reading), result
 
     def describe(self, batch: dict) -> tuple[list[str], list[dict], list[str]]:
         """Greedy descriptions of the batch's clips that have known bins: ``(texts, bins, keys)``."""
@@ -308,7 +310,7 @@ class SFTLALM(L.LightningModule):
         return outputs
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = finish_test(self) if self.uses("emotion") else {}
+        self.test_results = mark_reading(finish_test(self), self.prompts.format.reading) if self.uses("emotion") else {}
         for name, metric in self.test_descriptions.items():
             scores = {f"prosody/{k}": float(v) for k, v in metric.compute().items()}
             self.log_dict({f"test/{name}/{k}": v for k, v in scores.items()})
