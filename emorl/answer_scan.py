@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 #: Gap kinds of a :class:`Shape`: only whitespace (possibly none); text with a non-space
 #: character and no tag at all; text with a non-space character whose only tags are nested ones.
@@ -31,8 +32,7 @@ _SPACE_ONLY = re.compile(r"\s*")
 _NON_SPACE = re.compile(r"\S")
 
 
-@dataclass(frozen=True)
-class Tag:
+class Tag(NamedTuple):
     """One tag in a text: ``text[start:end]`` is ``<name>`` (or ``</name>`` when ``closing``)."""
 
     start: int

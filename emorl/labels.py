@@ -245,6 +245,11 @@ _CUE = re.compile(
 
 def _vocabulary(label_set: Iterable[str]) -> dict[str, str]:
     """Surface word -> canonical label, for every label of the set and its synonyms."""
+    return _cached_vocabulary(tuple(label_set))
+
+
+@lru_cache(maxsize=64)
+def _cached_vocabulary(label_set: tuple[str, ...]) -> dict[str, str]:
     wanted = {canonical_label(label) for label in label_set}
     vocab = {label: label for label in wanted}
     vocab.update({word: canon for word, canon in SYNONYMS.items() if canon in wanted})
@@ -258,24 +263,16 @@ def _word_pattern(word: str) -> str:
     return r"(?<![a-z])" + re.escape(word).replace(r"\ ", r"[\s_\-]+") + r"(?![a-z])"
 
 
-@lru_cache(maxsize=64)
-def _mention_regex(words: tuple[str, ...]) -> re.Pattern[str]:
-    """One alternation of whole words of letters, longest first."""
-    ordered = sorted(words, key=lambda word: (-len(word), word))
-    return re.compile("|".join(_word_pattern(word) for word in ordered))
-
-
 def _mentions(text: str, vocab: Mapping[str, str]) -> list[tuple[int, str]]:
     """(position, canonical label) for every whole-word mention of a vocabulary word in text.
 
-    One regex pass over the text when every word is letters only (two whole words of letters can
-    neither start at one place nor overlap, so one pass finds what a pass per word finds); a pass
-    per word otherwise (a word of several tokens may overlap another).
+    When every word is letters only, a whole-word mention is exactly a maximal run of letters that
+    is a vocabulary word: one pass over the runs finds what a regex per word finds. Otherwise (a
+    label of several words, or with other characters) a regex per word.
     """
     lowered = text.lower()
     if all(_LETTERS.fullmatch(word) for word in vocab):
-        regex = _mention_regex(tuple(sorted(vocab)))
-        return [(m.start(), vocab[m.group(0)]) for m in regex.finditer(lowered)]
+        return [(m.start(), vocab[m.group(0)]) for m in _LETTERS.finditer(lowered) if m.group(0) in vocab]
     found: list[tuple[int, str]] = []
     for word, canon in vocab.items():
         found.extend((m.start(), canon) for m in re.finditer(_word_pattern(word), lowered))
@@ -323,11 +320,11 @@ def parse_answer(text: str | None, label_set: Sequence[str], reading: str = "len
         raise ValueError(f"unknown answer reading {reading!r}; choose one of {', '.join(READINGS)}")
     if not text:
         return None
-    vocab = _vocabulary(label_set)
     blocks = block_contents(text)
+    if reading == "strict" and not blocks:
+        return None
+    vocab = _vocabulary(label_set)
     if reading == "strict":
-        if not blocks:
-            return None
         named = {canon for _, canon in _mentions(blocks[-1], vocab)}
         return named.pop() if len(named) == 1 else None
     if blocks:
