@@ -43,16 +43,17 @@ class Tag(NamedTuple):
 
 @lru_cache(maxsize=16)
 def _tag_regex(names: tuple[str, ...]) -> re.Pattern[str]:
-    groups = "|".join(f"(?P<{name}>{re.escape(name)})" for name in names)
-    return re.compile(rf"<(?P<_close>/?)(?:{groups})>", re.IGNORECASE)
+    """``<`` ``/``? then one of ``names`` (group 2 + its index) then ``>``, ignoring case."""
+    return re.compile(rf"<(/?)(?:{'|'.join(f'({re.escape(name)})' for name in names)})>", re.IGNORECASE)
 
 
 def find_tags(text: str, names: Sequence[str]) -> list[Tag]:
     """Every ``<name>`` / ``</name>`` of ``names`` in ``text``, in order (case-insensitive)."""
     if "<" not in text:
         return []
-    return [Tag(m.start(), m.end(), m.lastgroup, bool(m.group("_close")))  # type: ignore[arg-type]
-            for m in _tag_regex(tuple(names)).finditer(text)]
+    names = tuple(names)
+    return [Tag(m.start(), m.end(), names[m.lastindex - 2], m.group(1) == "/")  # type: ignore[operator]
+            for m in _tag_regex(names).finditer(text)]
 
 
 def _gap_ok(segment: str, kind: str) -> bool:
