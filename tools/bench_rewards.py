@@ -7,9 +7,10 @@ For each answer format (IR, EUR, ESR), each length and two kinds of answer (``va
 answer of that length; ``cut``: the same cut at that length inside its last block, what
 ``max_new_tokens`` leaves), it times ``FORMATS[name].matches`` (the format reward, ``train/format_rate``)
 and ``predicted_label`` (the accuracy reward, the evaluation's reading), and the same two with
-the regexes emorl used before (copied below; the nested lazy groups of the format check, and
-``<answer>(.*?)</answer>`` + the old first-label reading). An old regex runs in a child process
-stopped after ``--old-limit`` seconds: ``> 3 s`` means it had not finished one answer by then.
+the regexes emorl used before (copied below: the nested lazy groups of the format check, and the
+``<answer>(.*?)</answer>`` extraction, whose last block is then read by today's ``parse_answer``).
+An old regex runs in a child process stopped after ``--old-limit`` seconds: ``> 3 s`` means it had
+not finished one answer by then. Times depend on the machine and its load: compare columns of one run.
 """
 
 from __future__ import annotations
