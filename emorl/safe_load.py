@@ -1,6 +1,6 @@
 """Loading checkpoints a user is handed without unpickling code: ``torch.load(weights_only=True)``.
 
-A ``torch.save`` file is a pickle: loaded with ``weights_only=False`` it may call any function it
+A ``torch.save`` file is a pickle: fully unpickled, it may call any function it
 names (a crafted file can run a shell command). emorl loads every checkpoint with
 ``weights_only=True``, which rebuilds tensors and plain containers only, plus, where a published
 checkpoint needs them, a short list of classes allowed by name for that one load
