@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
+
+from emorl.answer_scan import block_contents, replace_blocks
 
 #: The names emorl knows. Corpora outside these (EmoBox has 32) may add their own lower-case
 #: names; everything downstream treats a label as an opaque canonical string.
@@ -268,7 +271,11 @@ def get_label_set(corpus: str) -> LabelSet:
 # Parsing a model's answer
 # ---------------------------------------------------------------------------------------------
 
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
+#: How an answer is read for a label (:func:`parse_answer`): ``strict`` for the tagged formats
+#: (IR, EUR, ESR: the last ``<answer>`` block only, naming exactly one option), ``lenient`` for
+#: the untagged zero-shot prompts (``direct``, ``cot``: a label named anywhere may do).
+READINGS: tuple[str, ...] = ("strict", "lenient")
+
 _CUE = re.compile(
     r"\b(?:answer|emotion|label|prediction|predicted|classification)\b\s*(?:is|was|would be)?"
     r"\s*[:=\-]*\s*[\"'*(\[]*",
@@ -278,19 +285,37 @@ _CUE = re.compile(
 
 def _vocabulary(label_set: Iterable[str]) -> dict[str, str]:
     """Surface word -> canonical label, for every label of the set and its synonyms."""
+    return _cached_vocabulary(tuple(label_set))
+
+
+@lru_cache(maxsize=64)
+def _cached_vocabulary(label_set: tuple[str, ...]) -> dict[str, str]:
     wanted = {canonical_label(label) for label in label_set}
     vocab = {label: label for label in wanted}
     vocab.update({word: canon for word, canon in SYNONYMS.items() if canon in wanted})
     return vocab
 
 
+_LETTERS = re.compile("[a-z]+")
+
+
+def _word_pattern(word: str) -> str:
+    return r"(?<![a-z])" + re.escape(word).replace(r"\ ", r"[\s_\-]+") + r"(?![a-z])"
+
+
 def _mentions(text: str, vocab: Mapping[str, str]) -> list[tuple[int, str]]:
-    """(position, canonical label) for every whole-word mention of a vocabulary word in text."""
-    found: list[tuple[int, str]] = []
+    """(position, canonical label) for every whole-word mention of a vocabulary word in text.
+
+    When every word is letters only, a whole-word mention is exactly a maximal run of letters that
+    is a vocabulary word: one pass over the runs finds what a regex per word finds. Otherwise (a
+    label of several words, or with other characters) a regex per word.
+    """
     lowered = text.lower()
+    if all(_LETTERS.fullmatch(word) for word in vocab):
+        return [(m.start(), vocab[m.group(0)]) for m in _LETTERS.finditer(lowered) if m.group(0) in vocab]
+    found: list[tuple[int, str]] = []
     for word, canon in vocab.items():
-        pattern = r"(?<![a-z])" + re.escape(word).replace(r"\ ", r"[\s_\-]+") + r"(?![a-z])"
-        found.extend((m.start(), canon) for m in re.finditer(pattern, lowered))
+        found.extend((m.start(), canon) for m in re.finditer(_word_pattern(word), lowered))
     return sorted(found)
 
 
@@ -309,27 +334,41 @@ def _parse_span(text: str, vocab: Mapping[str, str], *, first_wins: bool) -> str
     return None
 
 
-def parse_answer(text: str | None, label_set: Sequence[str]) -> str | None:
-    """Pull the predicted emotion out of a model's free text.
+def parse_answer(text: str | None, label_set: Sequence[str], reading: str = "lenient") -> str | None:
+    """Pull the predicted emotion out of a model's answer: the one parser of training and evaluation.
 
-    Order of evidence:
+    ``reading="strict"`` (the tagged formats IR, EUR, ESR: :attr:`emorl.prompts.PromptFormat.reading`):
+    the label comes from the last ``<answer>...</answer>`` block only (tags in any case), which
+    must name exactly one option of ``label_set`` (a label and its synonyms count as one:
+    ``"<answer>Joy (happy)</answer>"`` gives ``"happy"``); no block, a block naming no option or
+    two different options (``"<answer>sad or angry</answer>"``) gives ``None``: unparsed.
 
-    1. the last ``<answer>...</answer>`` block (tags in any case); inside it the first label or
-       synonym mentioned wins (``"<answer> Joy. </answer>"`` gives ``"happy"``);
-    2. without a usable answer block, the whole text: a single distinct label mentioned wins;
-       with several, a label right after a cue such as ``"emotion is"`` or ``"Answer:"`` wins;
-       otherwise the answer is ambiguous.
+    ``reading="lenient"`` (the untagged zero-shot prompts ``direct`` and ``cot``), in order of evidence:
+
+    1. the last ``<answer>...</answer>`` block; inside it the first label or synonym mentioned wins
+       (``"<answer> Joy. </answer>"`` gives ``"happy"``);
+    2. without a usable answer block, the rest of the text: a single distinct label mentioned
+       wins; with several, a label right after a cue such as ``"emotion is"`` or ``"Answer:"``
+       wins; otherwise the answer is ambiguous.
 
     Matching is case-insensitive, on whole words, tolerant of surrounding spaces and punctuation,
     and maps synonyms (``joy``, ``sadness``, ``fearful``, ...) to canonical names. Only labels of
     ``label_set`` (canonical names) can be returned; ``None`` means nothing usable was found.
+    Time is linear in the answer's length (:mod:`emorl.answer_scan`).
     """
+    if reading not in READINGS:
+        raise ValueError(f"unknown answer reading {reading!r}; choose one of {', '.join(READINGS)}")
     if not text:
         return None
+    blocks = block_contents(text)
+    if reading == "strict" and not blocks:
+        return None
     vocab = _vocabulary(label_set)
-    blocks = _ANSWER_BLOCK.findall(text)
+    if reading == "strict":
+        named = {canon for _, canon in _mentions(blocks[-1], vocab)}
+        return named.pop() if len(named) == 1 else None
     if blocks:
         parsed = _parse_span(blocks[-1], vocab, first_wins=True)
         if parsed is not None:
             return parsed
-    return _parse_span(_ANSWER_BLOCK.sub(" ", text) if blocks else text, vocab, first_wins=False)
+    return _parse_span(replace_blocks(text, lambda _: " ") if blocks else text, vocab, first_wins=False)

@@ -34,6 +34,7 @@ __all__ = [
     "EmotionMetrics",
     "confusion_figure",
     "format_table",
+    "LENIENT_READING",
     "prefixed",
     "scores_from_confusion",
 ]
@@ -268,6 +269,10 @@ def confusion_figure(confusion: Tensor, class_names: Sequence[str], title: str =
 
 #: Column headings of :func:`format_table` for the standard scores (others print as their key).
 HEADINGS = {"ua": "UA", "wa": "WA", "f1": "F1", "parse_rate": "parse"}
+#: A test set's scores hold this key (1.0) when its answers were read leniently (a label named
+#: anywhere counts: the zero-shot ``direct`` / ``cot`` prompts); :func:`format_table` marks their parse rate.
+LENIENT_READING = "lenient_reading"
+_LENIENT_NOTE = "* lenient reading: a label named anywhere in the answer counts (zero-shot direct / cot)"
 
 
 def _percent(value: Any) -> str:
@@ -285,10 +290,16 @@ def format_table(
 
     ``results`` is ``{test_set: {score: value}}`` (floats or 0-dim tensors, as from
     :meth:`EmotionMetrics.compute`); a missing score prints ``-``, a NaN ``nan``. Headings are
-    ``UA WA F1 parse`` for the standard scores, the key itself for any other column.
+    ``UA WA F1 parse`` for the standard scores, the key itself for any other column. A parse rate
+    read leniently (scores with :data:`LENIENT_READING`) is marked ``*`` and explained below the table.
     """
     header = ["test set", *(HEADINGS.get(column, column) for column in columns)]
-    rows = [[str(name), *(_percent(scores.get(column)) for column in columns)] for name, scores in results.items()]
+
+    def cell(scores: Mapping[str, Any], column: str) -> str:
+        lenient = column == "parse_rate" and scores.get(LENIENT_READING)
+        return _percent(scores.get(column)) + ("*" if lenient else "")
+
+    rows = [[str(name), *(cell(scores, column) for column in columns)] for name, scores in results.items()]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
@@ -297,4 +308,5 @@ def format_table(
         return "  ".join([first, *rest]).rstrip()
 
     rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(header), rule, *(line(row) for row in rows)])
+    note = [_LENIENT_NOTE] if any(cell.endswith("*") for row in rows for cell in row[1:]) else []
+    return "\n".join([line(header), rule, *(line(row) for row in rows), *note])

@@ -1,4 +1,4 @@
-"""Every prompt emorl sends to an audio-language model, each next to the regex that checks its answers.
+"""Every prompt emorl sends to an audio-language model, each next to the shape that checks its answers.
 
 A prompt is the clip's audio followed by a question that lists the corpus's emotion options and
 asks for one of five answer formats (:data:`FORMATS`):
@@ -22,21 +22,24 @@ format rewards are: whitespace between and around blocks is allowed, nothing els
 block must hold some non-space text; no block may hold ``<think>`` or ``<answer>`` tags, and the
 answer and ESR's blocks may not hold ESR's tags either (an ESR answer is thus also a valid EUR
 answer, whose think block is free). ``direct`` and ``cot`` accept any
-non-empty text (zero-shot answers are parsed, not format-checked).
+non-empty text (zero-shot answers are parsed, not format-checked). Checks take time linear in the
+answer's length (:mod:`emorl.answer_scan`: a tag scan, then a walk over the tags), so an answer
+cut at ``max_new_tokens`` inside a block costs no more than any other.
 
 Options are the label set's canonical names (``emorl.labels``), in the label set's order or,
 with ``shuffle_options``, in a per-example order drawn from a seeded generator (to remove
 position bias); answers are parsed back with :func:`emorl.labels.parse_answer`, which also
-accepts synonyms ("joy" for ``happy``).
+accepts synonyms ("joy" for ``happy``), in the format's :attr:`PromptFormat.reading`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from emorl.answer_scan import FREE, TEXT, WS, Shape, fits
 
 #: The four ESR tags, in the order the think block must hold them.
 ESR_TAGS: tuple[str, ...] = ("transcript", "keywords", "prosody", "synthesis")
@@ -52,63 +55,86 @@ ESR_TAG_MEANINGS: dict[str, str] = {
 #: The system prompt of every format unless a config sets another (Qwen2-Audio's own default).
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
-def _body(*tags: str) -> str:
-    """A regex for a non-empty block body (some non-space character) that holds none of ``tags``."""
-    no_tag = rf"(?!</?(?:{'|'.join(tags)})>)"
-    return rf"(?:{no_tag}.)*?{no_tag}\S(?:{no_tag}.)*?"
+#: Tag names every answer is scanned for (:func:`emorl.answer_scan.find_tags`).
+_TAG_NAMES = ("think", "answer", *ESR_TAGS)
+_ANSWER_TAGS = (("answer", False), ("answer", True))
 
 
-_BODY = _body("think", "answer")  # EUR's think block, the answer
-_ESR_BODY = _body("think", "answer", *ESR_TAGS)  # inside ESR's think block: no tag of any format
-_ANSWER = rf"<answer>\s*(?P<answer>{_body('think', 'answer', *ESR_TAGS)})\s*</answer>"
+def _shape(think: tuple[tuple[str, bool], ...], think_gaps: tuple[str, ...], nested: tuple[str, ...] = ()) -> Shape:
+    """A format's :class:`~emorl.answer_scan.Shape`: optional think tags, then ``<answer>`` (text) ``</answer>``.
+
+    Outside the blocks only whitespace; every block holds a non-space character and no tag of
+    :data:`_TAG_NAMES` but ``nested`` ones (EUR's free think block may hold ESR's tags).
+    """
+    tags = (*think, *_ANSWER_TAGS)
+    gaps = (*think_gaps, TEXT, WS)
+    return Shape(tags, gaps, _TAG_NAMES, frozenset(nested), answer_gap=len(gaps) - 2)
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile(rf"\s*{pattern}\s*", re.DOTALL | re.IGNORECASE)
+def _esr_shape() -> Shape:
+    """ESR: ``<think>``, the four :data:`ESR_TAGS` blocks in order (whitespace between), ``</think>``, the answer."""
+    tags: list[tuple[str, bool]] = [("think", False)]
+    gaps = [WS]
+    for tag in ESR_TAGS:
+        tags += [(tag, False), (tag, True)]
+        gaps += [WS, TEXT]
+    tags.append(("think", True))
+    gaps += [WS, WS]  # before </think>, then before <answer>
+    return _shape(tuple(tags), tuple(gaps))
+
+
+_IR_SHAPE = _shape((), (WS,))
+_EUR_SHAPE = _shape((("think", False), ("think", True)), (WS, FREE, WS), nested=ESR_TAGS)
+_ESR_SHAPE = _esr_shape()
 
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """One answer format: the instruction that asks for it and the regex that checks it.
+    """One answer format: the instruction that asks for it and the shape that checks it.
 
     Attributes:
         name: ``direct``, ``cot``, ``ir``, ``eur`` or ``esr``.
         instruction: the text after the options; ``{options}`` is not used here (see
             :func:`build_question`).
-        pattern: the compiled regex an answer must match in full (``None``: any non-empty text).
+        shape: the :class:`~emorl.answer_scan.Shape` an answer must have in full (``None``: any
+            non-empty text), checked in linear time (:func:`emorl.answer_scan.fits`).
         reasoning: the format asks for reasoning before the answer.
+        reading: how its answers are read for a label (:func:`emorl.labels.parse_answer`):
+            ``strict`` (the tagged formats: the ``<answer>`` block only) or ``lenient`` (the
+            untagged zero-shot prompts: a label named anywhere).
     """
 
     name: str
     instruction: str
-    pattern: re.Pattern[str] | None
+    shape: Shape | None
     reasoning: bool
+    reading: str = "strict"
 
     def matches(self, text: str | None) -> bool:
         """True when the whole ``text`` is in this format (the binary format reward)."""
         if not text or not text.strip():
             return False
-        if self.pattern is None:
+        if self.shape is None:
             return True
-        return self.pattern.fullmatch(text) is not None
+        return fits(text, self.shape)[0]
 
     def answer_span(self, text: str | None) -> str | None:
         """The text inside ``<answer>`` when ``text`` matches the format, else ``None``."""
-        if not text or self.pattern is None:
+        if not text or self.shape is None:
             return None
-        match = self.pattern.fullmatch(text)
-        return match.group("answer").strip() if match and "answer" in match.groupdict() else None
+        ok, answer = fits(text, self.shape)
+        return answer if ok else None
 
 
 _ESR_STEPS = "; ".join(f"<{tag}> {meaning} </{tag}>" for tag, meaning in ESR_TAG_MEANINGS.items())
-_ESR_BLOCKS = r"\s*".join(rf"<{tag}>{_ESR_BODY}</{tag}>" for tag in ESR_TAGS)
 
 FORMATS: dict[str, PromptFormat] = {
     "direct": PromptFormat(
         name="direct",
         instruction="Answer with the emotion only, one word from the options.",
-        pattern=None,
+        shape=None,
         reasoning=False,
+        reading="lenient",
     ),
     "cot": PromptFormat(
         name="cot",
@@ -117,13 +143,14 @@ FORMATS: dict[str, PromptFormat] = {
             "voice quality), then give the emotion, one word from the options, as "
             "<answer>emotion</answer>."
         ),
-        pattern=None,
+        shape=None,
         reasoning=True,
+        reading="lenient",
     ),
     "ir": PromptFormat(
         name="ir",
         instruction="Output only the answer, in the format <answer>emotion</answer>.",
-        pattern=_compile(_ANSWER),
+        shape=_IR_SHAPE,
         reasoning=False,
     ),
     "eur": PromptFormat(
@@ -132,7 +159,7 @@ FORMATS: dict[str, PromptFormat] = {
             "First reason about the emotion inside <think> </think>, then give the final answer inside "
             "<answer> </answer>, in the format <think>reasoning</think><answer>emotion</answer>."
         ),
-        pattern=_compile(rf"<think>{_BODY}</think>\s*{_ANSWER}"),
+        shape=_EUR_SHAPE,
         reasoning=True,
     ),
     "esr": PromptFormat(
@@ -143,7 +170,7 @@ FORMATS: dict[str, PromptFormat] = {
             "<think><transcript>...</transcript><keywords>...</keywords><prosody>...</prosody>"
             "<synthesis>...</synthesis></think><answer>emotion</answer>."
         ),
-        pattern=_compile(rf"<think>\s*{_ESR_BLOCKS}\s*</think>\s*{_ANSWER}"),
+        shape=_ESR_SHAPE,
         reasoning=True,
     ),
 }

@@ -215,7 +215,7 @@ def _script_answers(monkeypatch):
         assert len(texts) == len(batch["key"])
         texts = [SCRIPTED[row["label"]][1] if row["dataset"] == "tiny" else "<think>the pitch is high</think>"
                  for row in batch["row"]]
-        return texts, label_ids(texts, prompts.class_names), result
+        return texts, label_ids(texts, prompts.class_names, kwargs.get("reading") or prompts.format.reading), result
 
     monkeypatch.setattr(zeroshot, "answer_batch", scripted)
 

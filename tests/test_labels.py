@@ -120,3 +120,42 @@ def test_parse_answer_respects_the_label_set():
 
 def test_parse_answer_last_answer_block_wins():
     assert parse_answer("<answer>angry</answer> wait <answer>sad</answer>", MELD) == "sad"
+
+
+# -- the strict reading (tagged formats) against the lenient one (untagged zero-shot prompts) ------
+@pytest.mark.parametrize(
+    "text, strict, lenient",
+    [
+        ("<answer>sad</answer>", "sad", "sad"),
+        ("<think>bright, fast</think><answer> Joy (happy) </answer>", "happy", "happy"),  # one option, two words
+        ("<answer>angry</answer> wait <answer>sad</answer>", "sad", "sad"),             # the last block
+        ("<answer>sad or angry</answer>", None, "sad"),                                 # two options
+        ("<answer>(D) disgust, maybe fear</answer>", None, "disgust"),
+        ("<think>she sounds angry</think><answer>not sure</answer>", None, "angry"),    # no option in the block
+        ("<answer>bored</answer> so happy", None, "happy"),
+        ("the speaker sounds sad", None, "sad"),                                        # no block
+        ("banana tree fear lamp window", None, "fear"),                                 # random words
+        ("<answer>happy", None, "happy"),                                               # unclosed
+        ("", None, None),
+    ],
+)
+def test_strict_reading_takes_one_option_from_the_answer_block_only(text, strict, lenient):
+    assert parse_answer(text, MELD, reading="strict") == strict
+    assert parse_answer(text, MELD, reading="lenient") == lenient
+    assert parse_answer(text, MELD) == lenient  # the default: today's reading, for free-text callers
+
+
+def test_random_words_naming_an_emotion_parse_only_when_lenient():
+    """Issue 14: answers of random words with an emotion name somewhere parsed 100 % of the time."""
+    import random
+
+    rng = random.Random(0)
+    words = ["the", "voice", "tree", "blue", "runs", "seven", "window", "lamp"]
+    texts = [" ".join(rng.sample(words, 4) + [rng.choice(MELD)] + rng.sample(words, 3)) for _ in range(200)]
+    assert all(parse_answer(t, MELD, reading="lenient") is not None for t in texts)
+    assert all(parse_answer(t, MELD, reading="strict") is None for t in texts)
+
+
+def test_unknown_reading_is_an_error():
+    with pytest.raises(ValueError, match="reading"):
+        parse_answer("<answer>sad</answer>", MELD, reading="loose")

@@ -51,9 +51,9 @@ def test_unparsable_answers_count_as_wrong_and_lower_the_parse_rate(corpus, tmp_
     monkeypatch.chdir(tmp_path)
     answers = iter(["I cannot tell.", "<answer>sad</answer>", "", "<answer>bored</answer>"])
 
-    def fake_answer(backbone, prompts, batch, max_new_tokens=256, stop_strings=None):
+    def fake_answer(backbone, prompts, batch, max_new_tokens=256, stop_strings=None, reading=None):
         texts = [next(answers) for _ in batch["key"]]
-        return texts, label_ids(texts, prompts.class_names), None
+        return texts, label_ids(texts, prompts.class_names, reading or prompts.format.reading), None
 
     monkeypatch.setattr("emorl.models.zeroshot.answer_batch", fake_answer)
     main(["test", "--config", str(repo_root() / ZERO_SHOT.format("direct")), *CPU,
@@ -61,11 +61,35 @@ def test_unparsable_answers_count_as_wrong_and_lower_the_parse_rate(corpus, tmp_
           "--data.data_dir", str(corpus.root), "--data.batch_size", "4"])
     rows = _rows(tmp_path / "runs" / "qwen2_audio_zeroshot_direct" / "version_0" / "predictions" / "tiny.jsonl")
     assert [r["prediction"] for r in rows] == [None, "sad", None, None]
-    table = capsys.readouterr().out.splitlines()[-1].split()
-    # one parsable answer out of four; right only if that clip was sad
-    assert table[0] == "tiny" and float(table[-1]) == 25.0
+    table = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny")).split()
+    # one parsable answer out of four; right only if that clip was sad; the direct prompt reads leniently (*)
+    assert table[0] == "tiny" and table[-1] == "25.00*"
     expected_wa = 25.0 if rows[1]["label"] == "sad" else 0.0
     assert float(table[2]) == expected_wa
+
+
+@pytest.mark.parametrize("reading, predictions, parse", [
+    ("lenient", ["sad", "sad", "sad", None], "75.00*"),  # the direct prompt's own reading, marked
+    ("strict", [None, "sad", None, None], "25.00"),      # the <answer> block only, naming one option
+])
+def test_zero_shot_reading_is_a_named_option_the_table_shows(reading, predictions, parse, corpus, tmp_path,
+                                                             monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    answers = iter(["it sounds sad", "<answer>sad</answer>", "<answer>sad or angry</answer>", "I cannot tell"])
+
+    def fake_answer(backbone, prompts, batch, max_new_tokens=256, stop_strings=None, reading=None):
+        texts = [next(answers) for _ in batch["key"]]
+        return texts, label_ids(texts, prompts.class_names, reading or prompts.format.reading), None
+
+    monkeypatch.setattr("emorl.models.zeroshot.answer_batch", fake_answer)
+    main(["test", "--config", str(repo_root() / ZERO_SHOT.format("direct")), *CPU,
+          "--model.init_args.model", str(tiny_model_dir("qwen2-audio")), "--model.init_args.dtype", "float32",
+          "--model.init_args.answer_reading", reading, "--data.data_dir", str(corpus.root), "--data.batch_size", "4"])
+    rows = _rows(tmp_path / "runs" / "qwen2_audio_zeroshot_direct" / "version_0" / "predictions" / "tiny.jsonl")
+    assert [r["prediction"] for r in rows] == predictions
+    out = capsys.readouterr().out
+    assert next(line for line in out.splitlines() if line.startswith("tiny")).split()[-1] == parse
+    assert ("lenient reading" in out) == (reading == "lenient")
 
 
 def test_zero_shot_runs_the_omni_thinker_too(corpus, tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ from emorl.metrics import (
     UNPARSED,
     EmotionMetrics,
     confusion_figure,
+    LENIENT_READING,
     format_table,
     prefixed,
     scores_from_confusion,
@@ -249,6 +250,10 @@ def test_format_table():
     assert "meld" in lines[2] and "iemocap_fold_1" in lines[3]
     assert lines[2].split()[1:] == ["31.54", "51.89", "32.95", "100.00"]
     assert lines[3].split()[1:] == ["73.54", "72.86", "nan", "-"]
+    lenient = format_table({"meld": {**results["meld"], LENIENT_READING: 1.0}, "iemocap": results["meld"]})
+    assert lenient.splitlines()[2].split()[-1] == "100.00*" and lenient.splitlines()[3].split()[-1] == "100.00"
+    assert lenient.splitlines()[-1].startswith("* lenient reading")
+    assert "lenient" not in table
     custom = format_table(results, columns=("wa", "recall/joy"))
     assert custom.splitlines()[0].split() == ["test", "set", "WA", "recall/joy"]
     assert custom.splitlines()[2].split() == ["meld", "51.89", "40.00"]

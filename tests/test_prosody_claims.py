@@ -1,6 +1,9 @@
 """Prosody claims of a free text, and their faithfulness to measured bins (emorl.prosody.claims)."""
 
 import itertools
+import random
+import re
+import time
 
 import pytest
 
@@ -155,3 +158,33 @@ def test_unverifiable_and_claimless_texts_have_no_score():
     assert (empty.claims, empty.score) == ([], None)
     assert faithfulness("Loud.", {"energy": "normal"}).score == 0.0
     assert not contradicts(None, {"pitch": "low"})
+
+
+# -- quoted speech is found in linear time, as the regex found it ------------------------------------
+OLD_QUOTED = re.compile(r'"[^"]*"|“[^”]*”|<transcript>.*?</transcript>', re.IGNORECASE | re.DOTALL)
+
+
+def test_quoted_spans_agree_with_the_old_regex():
+    from emorl.prosody.claims import _quoted_spans
+
+    rng = random.Random(0)
+    pieces = ['"', "“", "”", "<transcript>", "</transcript>", "<TRANSCRIPT>", "</tran\u017fcript>", "a", " ", "loud"]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 14))) for _ in range(5000)]
+    assert sum(bool(OLD_QUOTED.search(t)) for t in texts) > 1000
+    wrong = [t for t in texts if _quoted_spans(t) != [m.span() for m in OLD_QUOTED.finditer(t)]]
+    assert not wrong, wrong[:3]
+
+
+def test_unclosed_quotes_cost_linear_time():
+    """Openings without their closing mark: the regex tried each one to the end (20,000 chars: ~0.1 s)."""
+    from emorl.prosody.claims import _masked
+
+    for text in ["“a " * 6700, "<transcript>a " * 1430, '"x' * 10_000 + "“y" * 100]:
+        best = min(_timed(lambda: _masked(text)) for _ in range(5))
+        assert best < 0.02, (text[:20], best)
+
+
+def _timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start

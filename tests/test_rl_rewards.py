@@ -81,11 +81,26 @@ def test_wheel_choices_are_overridable_and_unknown_labels_are_errors():
     ("<answer>sad</answer> then <answer>angry</answer>", "angry"),  # the last block counts
     ("the speaker is happy", None),                                   # no block: nothing (strict)
     ("<answer>bored</answer>", None),
+    ("<answer>sad or angry</answer>", None),                          # two options: unparsed, as in evaluation
+    ("<think>angry voice</think><answer>unsure</answer>", None),      # the think text does not count
     ("<answer>happy", None),
     ("", None),
 ])
 def test_predicted_label_reads_the_last_answer_block(text, label):
     assert predicted_label(text, CORPUS_LABELS["meld"].classes) == label
+
+
+def test_the_accuracy_reward_reads_answers_as_evaluation_does():
+    """One parser: predicted_label is parse_answer's strict reading (and lenient when asked)."""
+    from emorl.labels import parse_answer
+
+    classes = CORPUS_LABELS["meld"].classes
+    for text in ["<answer>sad or angry</answer>", "<answer>Joy</answer>", "fear", "<answer>x</answer> sad"]:
+        assert predicted_label(text, classes) == parse_answer(text, classes, reading="strict")
+        assert predicted_label(text, classes, strict=False) == parse_answer(text, classes, reading="lenient")
+    rewards = RewardSet.from_config(["bcr", "eswr"])
+    _, parts = rewards(["<answer>sad or angry</answer>"], ["sad"], RewardContext(classes=classes))
+    assert parts["bcr"].tolist() == [0.0] and parts["eswr"].tolist() == [0.0]
 
 
 def test_lenient_parsing_reads_free_text():

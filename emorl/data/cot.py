@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emorl.answer_scan import replace_blocks
 from emorl.data.manifest import ManifestError, PreparedCorpus, load_prepared_corpus, update_corpus_meta, update_rows
 from emorl.labels import parse_answer
 from emorl.prosody.claims import contradicts
@@ -61,7 +62,7 @@ def ends_in_label(text: str | None, gold: str, labels: Sequence[str]) -> bool:
     label, or names several with the gold one right after a cue (*"the emotion is sad, not
     angry"*); labels named earlier in the text do not count.
     """
-    return bool(text) and parse_answer(last_sentence(text), labels) == gold
+    return bool(text) and parse_answer(last_sentence(text), labels, reading="lenient") == gold
 
 
 def rejection(text: str | None, gold: str, labels: Sequence[str], bins: Mapping[str, str] | None,
@@ -79,15 +80,14 @@ def rejection(text: str | None, gold: str, labels: Sequence[str], bins: Mapping[
 
 
 _TAG = re.compile(r"</?think>", re.IGNORECASE)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 
 
 def clean_rationale(text: str | None) -> str:
     """An LM reply as one paragraph: ``<think>`` tags and markdown emphasis dropped, ``<answer>``
     blocks dropped (or, when nothing else is left, replaced by their content), spaces collapsed."""
     text = _TAG.sub(" ", text or "").replace("**", "").replace("__", "")
-    outside = _ANSWER.sub(" ", text)
-    text = outside if re.search(r"\w", outside) else _ANSWER.sub(r"\1", text)
+    outside = replace_blocks(text, lambda _: " ")  # linear, unlike re.sub of <answer>(.*?)</answer>
+    text = outside if re.search(r"\w", outside) else replace_blocks(text, lambda inner: inner)
     text = re.sub(r"^\s*(?:rationale|explanation)\s*:\s*", "", text, flags=re.IGNORECASE)
     return " ".join(text.split())
 

@@ -78,9 +78,13 @@ def check_not_sharded(path: Path) -> None:
 
 
 def read_checkpoint(path: Path) -> dict:
-    """A Lightning checkpoint file, on CPU (a sharded folder is refused with the conversion to run)."""
+    """A Lightning checkpoint file, on CPU, read with ``weights_only=True`` (a sharded folder is
+    refused with the conversion to run; a file that is not a checkpoint, or one that would run code
+    when unpickled, is an error)."""
+    from emorl.models.checkpoints import read_checkpoint as read_safely
+
     check_not_sharded(path)
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return read_safely(path, "--ckpt_path")
 
 
 def model_section(config: dict, config_path: Path) -> tuple[str, dict]:

@@ -29,13 +29,13 @@ def clips_from_batch(batch: dict) -> list[np.ndarray]:
     return [waves[i, : int(n)].numpy() for i, n in enumerate(batch["wave_lengths"].tolist())]
 
 
-def label_ids(texts: Sequence[str], class_names: Sequence[str]) -> torch.Tensor:
-    """Class ids of the labels parsed from ``texts`` (:func:`emorl.labels.parse_answer`), -1 for none."""
-    ids = []
-    for text in texts:
-        label = parse_answer(text, class_names)
-        ids.append(class_names.index(label) if label is not None else -1)
-    return torch.tensor(ids, dtype=torch.long)
+def label_ids(texts: Sequence[str], class_names: Sequence[str], reading: str = "strict") -> torch.Tensor:
+    """Class ids of the labels :func:`emorl.labels.parse_answer` reads from ``texts`` in ``reading``
+    (``strict`` for the tagged formats IR / EUR / ESR, as the training reward reads them; ``lenient``
+    for the zero-shot ``direct`` / ``cot``), -1 for none."""
+    names = list(class_names)
+    labels = [parse_answer(text, names, reading=reading) for text in texts]
+    return torch.tensor([names.index(label) if label is not None else -1 for label in labels], dtype=torch.long)
 
 
 def answer_batch(
@@ -44,11 +44,13 @@ def answer_batch(
     batch: dict,
     max_new_tokens: int = 256,
     stop_strings: Sequence[str] | None = ("</answer>",),
+    reading: str | None = None,
 ) -> tuple[list[str], torch.Tensor, GenerationResult]:
-    """Greedy answers for a DataModule batch: ``(texts, class ids (-1: unparsable), result)``."""
+    """Greedy answers for a DataModule batch: ``(texts, class ids (-1: unparsable), result)``, the
+    labels read in ``reading`` (default: the prompt format's, :attr:`emorl.prompts.PromptFormat.reading`)."""
     inputs = build_prompts(backbone, prompts.messages(batch["key"]), clips_from_batch(batch))
     result = generate(backbone, inputs, max_new_tokens=max_new_tokens, stop_strings=stop_strings)
-    return result.texts, label_ids(result.texts, prompts.class_names), result
+    return result.texts, label_ids(result.texts, prompts.class_names, reading or prompts.format.reading), result
 
 
 def target_ids(tokenizer, targets: Sequence[str], pad_id: int, end_token: str = END_OF_TURN) -> tuple[torch.Tensor, torch.Tensor]:

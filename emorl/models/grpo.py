@@ -53,7 +53,14 @@ from emorl.models.checkpoints import (
     keep_trainable_weights,
     load_trained_weights,
 )
-from emorl.models.evaluation import StageMetrics, finish_test, log_answer_samples, predict_batch, test_batch
+from emorl.models.evaluation import (
+    StageMetrics,
+    finish_test,
+    log_answer_samples,
+    mark_reading,
+    predict_batch,
+    test_batch,
+)
 from emorl.models.optim import adamw_with_warmup
 from emorl.prompts import DEFAULT_SYSTEM_PROMPT, PromptBuilder
 from emorl.rl.loss import grpo_loss
@@ -179,7 +186,8 @@ class GRPOLALM(L.LightningModule):
 
     # -- one rollout --------------------------------------------------------------------------
     def _context(self) -> RewardContext:
-        return RewardContext(classes=self.hparams.class_names, alpha=self.alpha, gamma=self.hparams.gamma)
+        return RewardContext(classes=self.hparams.class_names, alpha=self.alpha, gamma=self.hparams.gamma,
+                             strict_answer=self.prompts.format.reading == "strict")
 
     def _gather(self, values: torch.Tensor) -> torch.Tensor:
         return self.all_gather(values.to(self.device)).reshape(-1).cpu()
@@ -365,7 +373,7 @@ class GRPOLALM(L.LightningModule):
         return test_batch(self, batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = finish_test(self)
+        self.test_results = mark_reading(finish_test(self), self.prompts.format.reading)
 
     def predict_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         return predict_batch(self, batch, dataloader_idx)

@@ -50,7 +50,14 @@ from emorl.models.checkpoints import (
     keep_trainable_weights,
     load_trained_weights,
 )
-from emorl.models.evaluation import StageMetrics, finish_test, log_answer_samples, predict_batch, test_batch
+from emorl.models.evaluation import (
+    StageMetrics,
+    finish_test,
+    log_answer_samples,
+    mark_reading,
+    predict_batch,
+    test_batch,
+)
 from emorl.models.optim import adamw_with_warmup
 from emorl.prompts import DEFAULT_SYSTEM_PROMPT, PROSODY_QUESTION, PromptBuilder, build_messages, target_text
 from emorl.prosody.task import TaskMix, describe_prosody, known_levels, read_description, row_bins
@@ -298,7 +305,7 @@ class SFTLALM(L.LightningModule):
         return outputs
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = finish_test(self) if self.uses("emotion") else {}
+        self.test_results = mark_reading(finish_test(self), self.prompts.format.reading) if self.uses("emotion") else {}
         for name, metric in self.test_descriptions.items():
             scores = {f"prosody/{k}": float(v) for k, v in metric.compute().items()}
             self.log_dict({f"test/{name}/{k}": v for k, v in scores.items()})

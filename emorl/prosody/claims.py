@@ -43,6 +43,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from emorl.answer_scan import find_tags
+
 DIMENSIONS = ("pitch", "energy", "rate")
 LEVELS = ("low", "normal", "high")
 
@@ -137,7 +139,11 @@ _LINK_PUNCT = frozenset(":=-–—")
 _JOINERS = frozenset({"or", "nor", ",", "too", "overly", "very", "particularly", "excessively"})
 _CONTRAST = frozenset({",", "not", "and", "but", "rather", "than", "instead", "of"})
 
+#: Quoted speech, blanked before reading. Alone, this regex is quadratic: each opening ``“`` or
+#: ``<transcript>`` with no closing mark after it is tried up to the end of the text
+#: (:func:`_quoted_spans` removes those first).
 _QUOTED = re.compile(r'"[^"]*"|“[^”]*”|<transcript>.*?</transcript>', re.IGNORECASE | re.DOTALL)
+_DEAD = "\x00"  # stands in for an opening mark that cannot open a span (none of the marks, same length)
 #: "higher than normal pitch": the comparison's reference is no level of its own.
 _REFERENCE = re.compile(r"\bthan\s+(?:normal|usual|average|typical|expected|before)\b", re.IGNORECASE)
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*(?:-[A-Za-z0-9]+)*|[^\sA-Za-z0-9]")
@@ -166,10 +172,36 @@ class _Candidate:
     negator_at: int | None = None
 
 
+def _quoted_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of every span :data:`_QUOTED` finds, in time linear in the text's length.
+
+    An opening ``“`` after the last ``”``, or ``<transcript>`` after the last ``</transcript>``,
+    opens no span (nothing closes it), so it is replaced by a character of no meaning here before
+    the regex runs: every other opening mark is followed by its closing one, where the regex stops,
+    and the spans found are the same.
+    """
+    last_curly = text.rfind("”")
+    tags = find_tags(text, ("transcript",))
+    last_close = max((tag.start for tag in tags if tag.closing), default=-1)
+    dead = [tag.start for tag in tags if not tag.closing and tag.start > last_close]
+    text = text[: last_curly + 1] + text[last_curly + 1 :].replace("“", _DEAD)
+    if dead:
+        chars = list(text)
+        for start in dead:
+            chars[start] = _DEAD
+        text = "".join(chars)
+    return [m.span() for m in _QUOTED.finditer(text)]
+
+
 def _masked(text: str) -> str:
     """The text with quoted speech and comparison references blanked (positions kept)."""
+    pieces, position = [], 0
+    for start, end in _quoted_spans(text):
+        pieces += [text[position:start], " " * (end - start)]
+        position = end
+    pieces.append(text[position:])
     blank = lambda m: " " * len(m.group(0))  # noqa: E731
-    return _REFERENCE.sub(blank, _QUOTED.sub(blank, text))
+    return _REFERENCE.sub(blank, "".join(pieces))
 
 
 def _tokens(text: str) -> list[_Token]:

@@ -14,15 +14,15 @@ R_acc), so every reward ablation of the paper's Table 3 is a config. Names (:dat
 - ``eswr``: emotion similarity-weighted reward (EMO-RL eq. 8): 1 when S(pred, true) = 1,
   ``alpha * S`` when S > gamma, else 0, with S from :mod:`emorl.rl.wheel`.
 
-The predicted label of an answer (:func:`predicted_label`) comes from its last
-``<answer>...</answer>`` block, read with :func:`emorl.labels.parse_answer` (synonyms allowed);
-an answer without a usable block predicts nothing and earns no accuracy reward
-(``strict_answer=False`` also reads labels from free text, for zero-shot style answers).
+The predicted label of an answer (:func:`predicted_label`) is :func:`emorl.labels.parse_answer`'s
+strict reading, the one evaluation uses for the tagged formats: the last ``<answer>...</answer>``
+block, naming exactly one option (synonyms allowed); an answer without a block, or whose block
+names no option or two different ones, predicts nothing and earns no accuracy reward
+(``strict_answer=False``: the lenient reading of the zero-shot prompts).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,7 +33,6 @@ from emorl.prompts import get_format
 from emorl.rl.wheel import NEUTRAL_SIMILARITY, similarity
 
 DEFAULT_GAMMA = 0.7
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass
@@ -46,7 +45,8 @@ class RewardContext:
         gamma: ESWR's threshold (EMO-RL: 0.7).
         angles: wheel positions (``None``: :data:`emorl.rl.wheel.DEFAULT_ANGLES`).
         neutral_similarity: S(neutral, other) (EMO-RL: 1/2).
-        strict_answer: read the label only from an ``<answer>`` block.
+        strict_answer: the strict reading (:func:`emorl.labels.parse_answer`): the label from
+            the last ``<answer>`` block only, naming exactly one option; ``False``: the lenient one.
         rows: each answer's manifest row (transcript, ``prosody``...), for rewards that read the
             clip (GRPO-PTR's judge); set per answer by
             :func:`emorl.rl.rollout.sample_rollout`, ``None`` when unknown.
@@ -64,13 +64,8 @@ class RewardContext:
 
 
 def predicted_label(text: str | None, classes: Sequence[str], strict: bool = True) -> str | None:
-    """The label an answer gives: from its last ``<answer>`` block (``strict``) or anywhere."""
-    if not text:
-        return None
-    if strict:
-        blocks = _ANSWER_BLOCK.findall(text)
-        return parse_answer(f"<answer>{blocks[-1]}</answer>", classes) if blocks else None
-    return parse_answer(text, classes)
+    """The label an answer gives (``None``: none): :func:`emorl.labels.parse_answer`, strict or lenient."""
+    return parse_answer(text, classes, reading="strict" if strict else "lenient")
 
 
 def eswr(

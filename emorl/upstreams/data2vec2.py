@@ -41,6 +41,7 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
+from emorl.safe_load import fairseq_safe_globals, refused_globals, safe_torch_load
 from emorl.upstreams.base import DTYPES, Batching, Upstream, UpstreamOutput, check_options, digest_file
 from emorl.upstreams.data2vec2_model import (
     Data2Vec2Config,
@@ -65,6 +66,10 @@ FAIRSEQ_MODELS = ("data2vec_multi",)
 
 class Data2Vec2LoadError(UpstreamLoadError):
     """A data2vec 2.0 / emotion2vec folder that cannot be loaded (the message says why)."""
+
+
+class UnsafeCheckpointError(Data2Vec2LoadError):
+    """A checkpoint that pickles objects a ``weights_only`` load refuses (nothing of it was run)."""
 
 
 # -- files ------------------------------------------------------------------------------------------
@@ -94,23 +99,35 @@ def _to_plain(value: Any) -> Any:
 
 
 def torch_load(file: Path, mmap: bool = False) -> dict:
-    """A checkpoint, read safely (``weights_only``) when it allows it; else as a full pickle.
+    """A checkpoint, read with ``weights_only=True``: tensors, plain containers and the few classes
+    fairseq's training state holds (:func:`emorl.safe_load.fairseq_safe_globals`), never any other
+    pickled object.
 
-    fairseq checkpoints pickle their config and training state (not only tensors), which the
-    safe loader refuses: those are read with ``weights_only=False``, as fairseq and FunASR do, so
-    only load checkpoint files you trust.
+    A file that pickles anything else is refused with :class:`UnsafeCheckpointError` naming what it
+    holds; nothing of it is run. (emorl used to retry such a file as a full pickle, where a crafted
+    checkpoint runs any code it names.)
     """
     kwargs: dict[str, Any] = {"map_location": "cpu", "mmap": mmap}
     try:
-        try:
-            obj = torch.load(file, weights_only=True, **kwargs)
-        except pickle.UnpicklingError:
-            log.info("%s holds more than tensors: loading it with weights_only=False", file)
-            obj = torch.load(file, weights_only=False, **kwargs)
+        obj = safe_torch_load(file, fairseq_safe_globals(), **kwargs)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):  # not a refused class: a corrupt file
+            raise Data2Vec2LoadError(
+                f"cannot read the checkpoint {file} ({refused_globals(file, err)}); it may be truncated or "
+                "corrupt: download it again"
+            ) from None
+        raise UnsafeCheckpointError(
+            f"{file} pickles objects beyond tensors and a fairseq checkpoint's training state "
+            f"({refused_globals(file, err)}); it was not loaded, since unpickling them could run code. "
+            "Use the checkpoint from its official source; only if you trust where this file came from, "
+            "re-save its weights and config as plain data once (docs/reliability.md, 'A checkpoint emorl refuses')"
+        ) from None
     except Exception as err:  # truncated download, not a torch file, ...
         if mmap:  # old (non-zip) checkpoints cannot be memory-mapped
             try:
                 return torch_load(file, mmap=False)
+            except UnsafeCheckpointError:
+                raise
             except Data2Vec2LoadError:
                 pass
         raise Data2Vec2LoadError(
@@ -157,7 +174,7 @@ _CONFIG_CACHE: dict[tuple, Data2Vec2Config] = {}
 def read_config(path: str | Path) -> Data2Vec2Config:
     """The architecture of a folder, from ``config.yaml`` or the fairseq checkpoint's ``cfg``.
 
-    The checkpoint is memory-mapped, so its weights are not read.
+    The checkpoint is memory-mapped, so its weights are not read (safely: :func:`torch_load`).
     """
     path = Path(path)
     config = path / CONFIG_FILE
@@ -206,7 +223,8 @@ def data2vec2_identity(path: str | Path, dtype: str = "float32") -> str:
 
 
 def load_encoder(path: str | Path) -> tuple[Data2Vec2Encoder, Data2Vec2Config]:
-    """Build the encoder from a folder's config and load its checkpoint (strictly, modulo ignored keys)."""
+    """Build the encoder from a folder's config and load its checkpoint (strictly, modulo ignored keys;
+    safely: :func:`torch_load`)."""
     path = Path(path)
     cfg = read_config(path)
     file = checkpoint_file(path)
@@ -306,6 +324,8 @@ def detect(path: str | Path) -> bool:
         return False
     try:
         read_config(path)
+    except UnsafeCheckpointError:
+        return True  # ours to load, and to refuse with that clear message
     except Exception:
         return False
     return True
