@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from emorl import zoo
+from emorl.tiny_models import build_tiny
 from emorl.safe_load import fairseq_safe_globals, safe_torch_load
 from emorl.upstreams import data2vec2
 from emorl.upstreams.data2vec2 import Data2Vec2Upstream, UnsafeCheckpointError
@@ -37,7 +37,7 @@ def _no_real_models(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def fairseq_folder(tmp_path_factory) -> Path:
     """A tiny data2vec 2.0 folder in fairseq's layout (one model.pt holding cfg + model)."""
-    return zoo.build_tiny("data2vec2-large", tmp_path_factory.mktemp("d2v2") / "data2vec2-large")
+    return build_tiny("data2vec2-large", tmp_path_factory.mktemp("d2v2") / "data2vec2-large")
 
 
 def _crafted(folder: Path, source: Path, marker: Path) -> Path:
