@@ -74,8 +74,9 @@ class EmorlCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """Before LightningCLI takes the model's hyper-parameters from ``--ckpt_path``: a file that is
-        not a checkpoint is a one-line error, and ``validate / test / predict`` refuse a checkpoint of
-        another model than the config's (:mod:`emorl.models.identity`)."""
+        not a checkpoint is a one-line error, a checkpoint of another kind of model or base
+        architecture is refused, and what the checkpoint's values replace in the config's model is
+        said in one line (:mod:`emorl.models.identity`)."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and Path(ckpt_path).is_file():
@@ -85,11 +86,14 @@ class EmorlCLI(LightningCLI):
 
             hparams = read_checkpoint(ckpt_path, "--ckpt_path").get("hyper_parameters") or {}
             model = self.config[subcommand].get("model")
-            mismatches = identity_mismatches(model.as_dict() if hasattr(model, "as_dict") else model or {}, hparams)
-            if subcommand != "fit" and mismatches:
+            found = identity_mismatches(model.as_dict() if hasattr(model, "as_dict") else model or {}, hparams)
+            if found.refused:
                 raise EmorlError(f"--ckpt_path {ckpt_path} holds another model than the config's: "
-                                 + "; ".join(mismatches) + ", give the config it was trained with (its run "
+                                 + "; ".join(found.refused) + ", give the config it was trained with (its run "
                                  "folder's config.yaml) or a checkpoint of this config's model")
+            if found.replaced:
+                print(f"emorl {subcommand}: --ckpt_path {ckpt_path}: the checkpoint's model is used: "
+                      + "; ".join(found.replaced), file=sys.stderr)
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
@@ -139,9 +143,12 @@ class EmorlCLI(LightningCLI):
     def after_test(self) -> None:
         """Write ``test_results.json``, print the UA / WA / F1 table, then any callback's table (e.g.
         ``ExplanationEvaluation``'s)."""
+        from emorl.results import run_dir_of
+
+        run_dir = run_dir_of(self.trainer)  # trainer.log_dir is a broadcast under DDP: every rank asks
         if not self.trainer.is_global_zero:
             return
-        self._write_test_results()
+        self._write_test_results(run_dir)
         results = getattr(self.model, "test_results", None)
         if results:
             print(format_table(results))
@@ -151,11 +158,11 @@ class EmorlCLI(LightningCLI):
             if text:
                 print(text)
 
-    def _write_test_results(self) -> None:
+    def _write_test_results(self, run_dir: Path | None) -> None:
         """``test_results.json`` in the run folder (``emorl report`` reads it)."""
         from emorl.results import write_test_results
 
-        path = write_test_results(self.trainer, self.model)
+        path = write_test_results(self.trainer, self.model, run_dir=run_dir)
         if path is not None:
             print(f"wrote the test results to {path}")
 

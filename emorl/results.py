@@ -70,14 +70,16 @@ def run_dir_of(trainer) -> Path | None:
     return Path(dirpath).parent if dirpath else None
 
 
-def write_test_results(trainer, model, trained_here: bool = False) -> Path | None:
+def write_test_results(trainer, model, trained_here: bool = False, run_dir: Path | None = None) -> Path | None:
     """Write ``test_results.json`` for the test the trainer just ran (global rank 0 only).
 
+    ``run_dir``: the run folder, found by the caller on *every* rank (:func:`run_dir_of` asks
+    ``trainer.log_dir``, a broadcast under DDP); ``None``: found here (one process only).
     Returns the file's path, or ``None`` when there is nothing to write (no test results, another
     rank, no run folder).
     """
     results = getattr(model, "test_results", None)
-    run_dir = run_dir_of(trainer)
+    run_dir = run_dir if run_dir is not None else run_dir_of(trainer)
     if not results or not trainer.is_global_zero or run_dir is None:
         return None
     checkpoint = getattr(trainer, "ckpt_path", None)

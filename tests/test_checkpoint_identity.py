@@ -23,11 +23,16 @@ def _grpo(**init_args):
 def test_identity_differences_are_named_and_portable_ones_are_not():
     saved = {"_class_path": GRPO, "model": "m", "prompt_format": "esr", "lora": {"r": 8, "alpha": 16},
              "full_finetune": False, "dtype": "float32", "eval_max_new_tokens": 8, "lr": 1e-3}
-    assert identity_mismatches(_grpo(eval_max_new_tokens=256, lr=1e-6), saved) == []  # dtype, lengths, lr: portable
-    assert identity_mismatches(_grpo(prompt_format="ir"), saved) == ["prompt_format 'esr' (checkpoint) vs 'ir' (config)"]
-    assert identity_mismatches(_grpo(lora={"r": 2, "alpha": 4}), saved)[0].startswith("lora {'r': 8")
-    assert identity_mismatches({"class_path": "emorl.models.probe.LinearProbe", "init_args": {}}, saved) == [
-        f"module {GRPO} (checkpoint) vs emorl.models.probe.LinearProbe (config)"]
+    same = identity_mismatches(_grpo(eval_max_new_tokens=256, lr=1e-6), saved)  # dtype, lengths, lr: portable
+    assert same.refused == [] and same.replaced == []
+    other_format = identity_mismatches(_grpo(prompt_format="ir"), saved)
+    assert other_format.refused == [] and other_format.replaced == ["prompt_format 'esr' (config: 'ir')"]
+    assert identity_mismatches(_grpo(lora={"r": 2, "alpha": 4}), saved).replaced[0].startswith("lora {'r': 8")
+    sft = identity_mismatches({"class_path": "emorl.models.sft.SFTLALM", "init_args": {"prompt_format": "esr"}}, saved)
+    assert sft.refused == [] and sft.replaced == [f"module {GRPO} (config: emorl.models.sft.SFTLALM)"]
+    probe = identity_mismatches({"class_path": "emorl.models.probe.LinearProbe", "init_args": {}}, saved)
+    assert probe.refused == [f"an audio-language model ({GRPO}) where the config has a probe "
+                             "(emorl.models.probe.LinearProbe)"]
 
 
 def test_the_base_model_family_and_sizes_count_when_both_are_here(tmp_path):
@@ -35,8 +40,8 @@ def test_the_base_model_family_and_sizes_count_when_both_are_here(tmp_path):
     assert architecture_signature(audio) == architecture_signature(audio) != architecture_signature(omni)
     assert architecture_signature(str(tmp_path / "moved")) is None  # not here: not compared
     saved = {"_class_path": GRPO, "model": omni, "prompt_format": "esr"}
-    assert "another architecture or size" in identity_mismatches(_grpo(model=audio), saved)[0]
-    assert identity_mismatches(_grpo(model=str(tmp_path / "moved")), {**saved, "model": audio}) == []
+    assert "another architecture or size" in identity_mismatches(_grpo(model=audio), saved).refused[0]
+    assert identity_mismatches(_grpo(model=str(tmp_path / "moved")), {**saved, "model": audio}).refused == []
 
 
 def _test(tmp_path, ckpt, capsys):
@@ -56,8 +61,8 @@ def test_emorl_test_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
     code, lines = _test(tmp_path, ckpt, capsys)
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"emorl test: error: --ckpt_path {ckpt} holds another model than the config's: "
-                               "module emorl.models.probe.LinearProbe (checkpoint) vs "
-                               "emorl.models.acoustic.AcousticBaseline (config)")
+                               "a probe (emorl.models.probe.LinearProbe) where the config has an acoustic baseline "
+                               "(emorl.models.acoustic.AcousticBaseline), give the config it was trained with")
 
 
 def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, capsys):

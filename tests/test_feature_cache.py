@@ -233,7 +233,7 @@ def test_concurrent_writes_leave_one_whole_file(tmp_path):
 
 
 def test_undecoded_items_are_served_from_the_cache_without_decoding(tmp_path, corpus, tiny_wavlm, monkeypatch):
-    import emorl.data.datamodule as datamodule
+    import emorl.data.dataset as datamodule
 
     datasets = _datasets(corpus)
     dataset = datasets[0]

@@ -129,7 +129,7 @@ def test_probe_head_is_emobox_s(tiny_wavlm, tmp_path):
 
 
 def test_a_fit_from_a_filled_cache_decodes_no_audio(tmp_path, tiny_wavlm, count_loads, monkeypatch):
-    import emorl.data.datamodule as datamodule
+    import emorl.data.dataset as datamodule
 
     decodes = []
     real = datamodule.load_audio

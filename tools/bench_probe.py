@@ -112,7 +112,7 @@ def fit(model_dir: Path, corpus_dir: Path, epochs: int, cache_dir: Path | None, 
     """One probe fit; returns wall time, extraction time, epoch times and decode / clip counts."""
     import lightning as L
 
-    import emorl.data.datamodule as datamodule_module
+    import emorl.data.dataset as datamodule_module
     from emorl.data.datamodule import EmoDataModule
     from emorl.models.probe import LinearProbe
     from emorl.upstreams import hf

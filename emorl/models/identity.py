@@ -1,21 +1,40 @@
-"""What identifies a trained model, so that ``emorl test / validate / predict --ckpt_path`` refuses a
-checkpoint of another model than the config's instead of quietly evaluating something else.
+"""What identifies a trained model, so that ``emorl test / validate / predict --ckpt_path`` never
+evaluates another model than the user thinks without a word.
 
-Identity (refused when it differs): the module class, the base model's family and sizes (read from
-both models' ``config.json`` when both are on this machine), the prompt format, the trained-weight
-options (LoRA, full fine-tuning, a trained projector, the SFT task mix), a probe's encoder, layer
-and head, and an acoustic baseline's network. Everything else is portable and may differ (paths,
-dtype, devices, batch sizes, answer lengths, the optimiser's settings). The trained weights'
-names and shapes are checked again when they are loaded
-(:func:`emorl.models.checkpoints.check_trainable_weights`).
+With ``--ckpt_path`` LightningCLI builds the checkpoint's module with the checkpoint's saved
+hyper-parameters, over the config's model section (configs such as ``configs/emorl/meld_cross.yaml``
+rely on it: one config tests every table row's checkpoint). :func:`identity_mismatches` compares
+the two:
+
+- **refused** (:attr:`Mismatches.refused`): another kind of model (an audio-language model, a
+  probe, the acoustic baseline: :data:`KINDS`), or another base architecture (family and sizes
+  from both models' ``config.json``, when both are on this machine);
+- **said** (:attr:`Mismatches.replaced`): within one kind, what the checkpoint's values replace in
+  the config: the module class, the prompt format, the trained-weight options (LoRA, full
+  fine-tuning, a trained projector, the SFT task mix), a probe's encoder, layer and head, an
+  acoustic baseline's network.
+
+Everything else is portable and may differ silently (paths, dtype, devices, batch sizes, answer
+lengths, the optimiser's settings). The trained weights' names and shapes are checked again when
+they are loaded (:func:`emorl.models.checkpoints.check_trainable_weights`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+#: the kind of model of each module class: a checkpoint of one kind is never evaluated as another
+KINDS = {
+    "emorl.models.zeroshot.ZeroShotLALM": "audio-language model",
+    "emorl.models.sft.SFTLALM": "audio-language model",
+    "emorl.models.grpo.GRPOLALM": "audio-language model",
+    "emorl.models.probe.LinearProbe": "probe",
+    "emorl.models.acoustic.AcousticBaseline": "acoustic baseline",
+}
 
 #: init arguments that identify a model (those a module does not have are ignored)
 IDENTITY_KEYS = ("prompt_format", "lora", "full_finetune", "train_projector", "tasks", "upstream", "layer",
@@ -47,23 +66,34 @@ def architecture_signature(model: str | None) -> dict[str, Any] | None:
     return signature
 
 
-def identity_mismatches(config_model: Mapping[str, Any], checkpoint_hparams: Mapping[str, Any]) -> list[str]:
-    """How the config's model (``{"class_path", "init_args"}``) and a checkpoint's saved hyper-parameters
-    (with ``_class_path``) differ in what identifies a model; empty when they are the same model."""
-    found = []
-    saved_class = checkpoint_hparams.get("_class_path")
-    config_class = config_model.get("class_path")
+@dataclass
+class Mismatches:
+    """How a checkpoint's model differs from a config's: what refuses it, what it replaces."""
+
+    refused: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+
+
+def identity_mismatches(config_model: Mapping[str, Any], checkpoint_hparams: Mapping[str, Any]) -> Mismatches:
+    """Compare the config's model (``{"class_path", "init_args"}``) with a checkpoint's saved
+    hyper-parameters (with ``_class_path``) in what identifies a model."""
+    found = Mismatches()
+    saved_class, config_class = checkpoint_hparams.get("_class_path"), config_model.get("class_path")
     if saved_class and config_class and saved_class != config_class:
-        return [f"module {saved_class} (checkpoint) vs {config_class} (config)"]
+        saved_kind, config_kind = KINDS.get(saved_class, saved_class), KINDS.get(config_class, config_class)
+        if saved_kind != config_kind:
+            found.refused.append(f"{_article(saved_kind)} ({saved_class}) where the config has {_article(config_kind)} ({config_class})")
+            return found
+        found.replaced.append(f"module {saved_class} (config: {config_class})")
     init_args = dict(config_model.get("init_args") or {})
     for key in IDENTITY_KEYS:
         if key in init_args and key in checkpoint_hparams and _plain(init_args[key]) != _plain(checkpoint_hparams[key]):
-            found.append(f"{key} {_plain(checkpoint_hparams[key])!r} (checkpoint) vs {_plain(init_args[key])!r} (config)")
+            found.replaced.append(f"{key} {_plain(checkpoint_hparams[key])!r} (config: {_plain(init_args[key])!r})")
     saved, wanted = (architecture_signature(checkpoint_hparams.get("model")),
                      architecture_signature(init_args.get("model")))
     if saved is not None and wanted is not None and saved != wanted:
-        found.append(f"base model {checkpoint_hparams.get('model')} (checkpoint) vs {init_args.get('model')} "
-                     "(config): another architecture or size")
+        found.refused.append(f"base model {checkpoint_hparams.get('model')} where the config has "
+                             f"{init_args.get('model')}: another architecture or size")
     return found
 
 
@@ -76,3 +106,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _article(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
