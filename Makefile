@@ -17,7 +17,7 @@ STAMP  := $(VENV)/.installed
 # (PyTorch's CPU wheels; e.g. .../whl/cu128 for CUDA 12.8) or, where that index cannot be
 # reached, from the default package index (PyPI: the CUDA build, a few GB).
 EXTRAS_VENV        ?= .venv-extras
-EXTRAS_TORCH       ?= torch==2.8.0 torchaudio==2.8.0
+EXTRAS_TORCH       ?= torch==2.8.0 torchaudio==2.8.0 torchvision==0.23.0
 EXTRAS_TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS_PY          := $(EXTRAS_VENV)/bin/python
 EXTRAS_STAMP       := $(EXTRAS_VENV)/.installed
@@ -30,10 +30,10 @@ demo: $(STAMP) system-deps
 test: $(STAMP) system-deps
 	$(PY) -m pytest
 
-# Only the tests marked s3prl or reference run here (the whole suite is collected, the rest
+# Only the tests marked s3prl, reference or torchvision run here (the whole suite is collected, the rest
 # deselected). EMORL_EXTRAS=1: a missing or broken extra fails these tests instead of skipping them.
 test-extras: $(EXTRAS_STAMP)
-	EMORL_EXTRAS=1 $(EXTRAS_PY) -m pytest -m "s3prl or reference"
+	EMORL_EXTRAS=1 $(EXTRAS_PY) -m pytest -m "s3prl or reference or torchvision"
 
 install: $(STAMP)
 
