@@ -46,20 +46,27 @@ def test_zero_shot_test_writes_metrics_predictions_and_sample_answers(fmt, corpu
     assert "test/tiny/parse_rate" in events.Tags()["scalars"]
 
 
-def test_unparsable_answers_count_as_wrong_and_lower_the_parse_rate(corpus, tmp_path, monkeypatch, capsys):
-    """A model that never names an option scores 0 with parse rate 0, and nothing crashes."""
-    monkeypatch.chdir(tmp_path)
-    answers = iter(["I cannot tell.", "<answer>sad</answer>", "", "<answer>bored</answer>"])
+def _zero_shot_test_answering(texts, corpus, tmp_path, monkeypatch, *args):
+    """``emorl test`` of the direct zero-shot config whose model answers ``texts`` in turn (no generation);
+    the predictions file's rows. The labels are read as ``answer_batch`` reads them."""
+    answers = iter(texts)
 
     def fake_answer(backbone, prompts, batch, max_new_tokens=256, stop_strings=None, reading=None):
-        texts = [next(answers) for _ in batch["key"]]
-        return texts, label_ids(texts, prompts.class_names, reading or prompts.format.reading), None
+        said = [next(answers) for _ in batch["key"]]
+        return said, label_ids(said, prompts.class_names, reading or prompts.format.reading), None
 
     monkeypatch.setattr("emorl.models.zeroshot.answer_batch", fake_answer)
     main(["test", "--config", str(repo_root() / ZERO_SHOT.format("direct")), *CPU,
           "--model.init_args.model", str(tiny_model_dir("qwen2-audio")), "--model.init_args.dtype", "float32",
-          "--data.data_dir", str(corpus.root), "--data.batch_size", "4"])
-    rows = _rows(tmp_path / "runs" / "qwen2_audio_zeroshot_direct" / "version_0" / "predictions" / "tiny.jsonl")
+          "--data.data_dir", str(corpus.root), "--data.batch_size", "4", *args])
+    return _rows(tmp_path / "runs" / "qwen2_audio_zeroshot_direct" / "version_0" / "predictions" / "tiny.jsonl")
+
+
+def test_unparsable_answers_count_as_wrong_and_lower_the_parse_rate(corpus, tmp_path, monkeypatch, capsys):
+    """A model that never names an option scores 0 with parse rate 0, and nothing crashes."""
+    monkeypatch.chdir(tmp_path)
+    rows = _zero_shot_test_answering(["I cannot tell.", "<answer>sad</answer>", "", "<answer>bored</answer>"],
+                                     corpus, tmp_path, monkeypatch)
     assert [r["prediction"] for r in rows] == [None, "sad", None, None]
     table = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny")).split()
     # one parsable answer out of four; right only if that clip was sad; the direct prompt reads leniently (*)
@@ -75,17 +82,9 @@ def test_unparsable_answers_count_as_wrong_and_lower_the_parse_rate(corpus, tmp_
 def test_zero_shot_reading_is_a_named_option_the_table_shows(reading, predictions, parse, corpus, tmp_path,
                                                              monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    answers = iter(["it sounds sad", "<answer>sad</answer>", "<answer>sad or angry</answer>", "I cannot tell"])
-
-    def fake_answer(backbone, prompts, batch, max_new_tokens=256, stop_strings=None, reading=None):
-        texts = [next(answers) for _ in batch["key"]]
-        return texts, label_ids(texts, prompts.class_names, reading or prompts.format.reading), None
-
-    monkeypatch.setattr("emorl.models.zeroshot.answer_batch", fake_answer)
-    main(["test", "--config", str(repo_root() / ZERO_SHOT.format("direct")), *CPU,
-          "--model.init_args.model", str(tiny_model_dir("qwen2-audio")), "--model.init_args.dtype", "float32",
-          "--model.init_args.answer_reading", reading, "--data.data_dir", str(corpus.root), "--data.batch_size", "4"])
-    rows = _rows(tmp_path / "runs" / "qwen2_audio_zeroshot_direct" / "version_0" / "predictions" / "tiny.jsonl")
+    rows = _zero_shot_test_answering(["it sounds sad", "<answer>sad</answer>", "<answer>sad or angry</answer>",
+                                      "I cannot tell"], corpus, tmp_path, monkeypatch,
+                                     "--model.init_args.answer_reading", reading)
     assert [r["prediction"] for r in rows] == predictions
     out = capsys.readouterr().out
     assert next(line for line in out.splitlines() if line.startswith("tiny")).split()[-1] == parse
