@@ -127,8 +127,12 @@ def read_predictions(run: RunRecord, test_set: str) -> list[dict]:
 
 def event_scalars(folder: Path, prefix: str = "train/") -> dict[str, list[tuple[int, float]]]:
     """``{tag: [(step, value), ...]}`` of a run's TensorBoard event files, tags starting with ``prefix``."""
+    import logging
+
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    # the reader logs every file it moves to at INFO ("Directory watcher advancing ..."): not for the console
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)
     if not any(folder.glob("events.out.tfevents.*")):
         return {}
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0}).Reload()
