@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from emorl.labels import CORPUS_LABELS, LabelSet, UnknownLabelError, canonical_label
+from emorl.labels import CORPUS_LABELS, LabelSet, UnknownLabelError, canonical_label, validate_label_map
 
 
 def read_label_map(spec: str, name: str) -> tuple[LabelSet, frozenset[str]]:
@@ -29,12 +29,13 @@ def read_label_map(spec: str, name: str) -> tuple[LabelSet, frozenset[str]]:
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read label map {spec} ({err}), give a JSON file raw label -> class name "
                          f"or one of {sorted(CORPUS_LABELS)}") from None
-    if not isinstance(mapping, dict) or not all(isinstance(v, (str, type(None))) for v in mapping.values()):
-        raise ValueError(f"label map {spec} must be a JSON object raw label -> class name (or null)")
+    if not isinstance(mapping, dict):
+        validate_label_map(mapping, f"label map {spec}")  # the preparers' check: names what it is instead
     skipped = frozenset(str(raw) for raw, cls in mapping.items() if cls is None)
     kept = {str(raw): cls for raw, cls in mapping.items() if cls is not None}
     if not kept:
         raise ValueError(f"label map {spec} maps no raw label onto a class")
+    # from_emobox_map validates the rest as the preparers do (every value a class name)
     return LabelSet.from_emobox_map(name, kept), skipped
 
 

@@ -55,6 +55,18 @@ def check_trainable_weights(module: L.LightningModule, checkpoint: dict) -> None
         )
 
 
+def _load_weights_only(path: str | Path) -> object:
+    """``torch.load(weights_only=True)``, memory-mapped: reading a full-fine-tuning checkpoint's
+    hyper-parameters (``--ckpt_path``) reads none of its tensors; files of the old, non-zip format
+    cannot be mapped and are read whole."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if "mmap can only be used" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
     """A Lightning checkpoint's dict, read with ``weights_only=True`` (a crafted file cannot run code:
     an emorl checkpoint holds tensors and plain values); anything else is an
@@ -62,7 +74,7 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
     from emorl.errors import EmorlError
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _load_weights_only(path)
     except Exception as err:  # UnpicklingError, a zip / pickle that is not a checkpoint, a text file
         first = str(err).splitlines()[0] if str(err) else ""
         raise EmorlError(f"{what} {path}: not a checkpoint that loads with weights_only=True "

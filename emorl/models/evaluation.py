@@ -184,12 +184,13 @@ def test_batch(module: AnswersClips, batch: dict | None, dataloader_idx: int) ->
     return {"test_set": name, "texts": texts, "preds": preds.tolist()}
 
 
-def finish_test(module: AnswersClips) -> dict[str, dict[str, float]]:
-    """Sample answers to TensorBoard, then every test set's scores, figure and predictions file."""
+def finish_test(module: AnswersClips, reading: str) -> dict[str, dict[str, float]]:
+    """Sample answers to every logger, then every test set's scores, figure and predictions file,
+    the scores marked when the answers were read leniently (:func:`mark_reading`)."""
     for name in module.metrics.test_order:
         log_answer_samples(module, f"test/{name}/answers", module.metrics.predictions.get(name, []),
                            module.hparams.answers_to_log)
-    return module.metrics.log_test(module)
+    return mark_reading(module.metrics.log_test(module), reading)
 
 
 def predict_batch(module: AnswersClips, batch: dict | None, dataloader_idx: int) -> list[dict]:

@@ -57,7 +57,6 @@ from emorl.models.evaluation import (
     StageMetrics,
     finish_test,
     log_answer_samples,
-    mark_reading,
     predict_batch,
     test_batch,
 )
@@ -373,7 +372,7 @@ class GRPOLALM(L.LightningModule):
         return test_batch(self, batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = mark_reading(finish_test(self), self.prompts.format.reading)
+        self.test_results = finish_test(self, self.prompts.format.reading)
 
     def predict_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         return predict_batch(self, batch, dataloader_idx)

@@ -54,7 +54,6 @@ from emorl.models.evaluation import (
     StageMetrics,
     finish_test,
     log_answer_samples,
-    mark_reading,
     predict_batch,
     test_batch,
 )
@@ -305,7 +304,7 @@ class SFTLALM(L.LightningModule):
         return outputs
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = mark_reading(finish_test(self), self.prompts.format.reading) if self.uses("emotion") else {}
+        self.test_results = finish_test(self, self.prompts.format.reading) if self.uses("emotion") else {}
         for name, metric in self.test_descriptions.items():
             scores = {f"prosody/{k}": float(v) for k, v in metric.compute().items()}
             self.log_dict({f"test/{name}/{k}": v for k, v in scores.items()})

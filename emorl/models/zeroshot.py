@@ -21,7 +21,7 @@ import torch
 
 from emorl.lalm import load_backbone
 from emorl.lalm.answers import answer_batch
-from emorl.models.evaluation import StageMetrics, check_reading, finish_test, mark_reading, predict_batch, test_batch
+from emorl.models.evaluation import StageMetrics, check_reading, finish_test, predict_batch, test_batch
 from emorl.prompts import DEFAULT_SYSTEM_PROMPT, PromptBuilder
 
 
@@ -89,7 +89,7 @@ class ZeroShotLALM(L.LightningModule):
         return test_batch(self, batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = mark_reading(finish_test(self), self.reading)
+        self.test_results = finish_test(self, self.reading)
 
     def predict_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         return predict_batch(self, batch, dataloader_idx)
