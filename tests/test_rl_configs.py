@@ -111,7 +111,8 @@ def assert_lora_variant_of(rel: str) -> None:
     """``rel``'s LoRA variant is its row on one GPU: the default adapter, lr x 10, runs/<name>_lora, all else equal."""
     variant = lora_variant(rel)
     full, lora = (_flat(yaml.safe_load((ROOT / path).read_text())) for path in (rel, variant))
-    differs = {key for key in full.keys() | lora.keys() if full.get(key, "<absent>") != lora.get(key, "<absent>")}
+    differs = {key.split(".lora.")[0] + ".lora" if ".lora." in key else key
+               for key in full.keys() | lora.keys() if full.get(key, "<absent>") != lora.get(key, "<absent>")}
     assert differs == LORA_CHANGES, sorted(differs ^ LORA_CHANGES)
     assert (lora["trainer.devices"], lora["trainer.accelerator"], lora["model.init_args.full_finetune"]) == (1, "gpu", False)
     assert lora["model.init_args.lr"] == pytest.approx(10 * full["model.init_args.lr"])
@@ -120,7 +121,7 @@ def assert_lora_variant_of(rel: str) -> None:
     adapter.pop("target_modules", None)  # SFT's configs spell out the default targets
     assert adapter == {"r": 8, "alpha": 16, "dropout": 0.05}
     head = "\n".join((ROOT / variant).read_text().splitlines()[:10])
-    assert f"emorl fit --config {variant}\n" in head + "\n" and rel in head
+    assert f"emorl fit --config {variant}" in head and rel in head
 
 
 @pytest.mark.parametrize("rel", sorted(ROWS), ids=lambda p: Path(p).stem)
