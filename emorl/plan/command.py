@@ -18,6 +18,8 @@ GIB = 2 ** 30
 RESERVE_GIB, RESERVE_FRACTION = 1.0, 0.05
 #: GPUs per node assumed when a plan needs more than one node
 GPUS_PER_NODE = 8
+#: the largest device count a remedy proposes (8 nodes of 8)
+MAX_GPUS = 64
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -109,7 +111,7 @@ def _world_flags(world: int) -> str:
 
 
 def _smallest_world(s: Setting, usable: int) -> int | None:
-    worlds = list(range(1, GPUS_PER_NODE + 1)) + list(range(2 * GPUS_PER_NODE, 513, GPUS_PER_NODE))
+    worlds = list(range(1, GPUS_PER_NODE + 1)) + list(range(2 * GPUS_PER_NODE, MAX_GPUS + 1, GPUS_PER_NODE))
     for world in worlds:
         nodes = max(1, world // GPUS_PER_NODE)
         if _fits(s.with_(devices=world // nodes, nodes=nodes, sharded=True), usable):
@@ -121,14 +123,17 @@ def remedies_for(s: Setting, usable: int) -> list[str]:
     """Each switch that alone makes ``s`` fit, with its peak: more devices (sharded), LoRA, beta 0,
     shorter answers, a smaller evaluation batch; else LoRA with more devices."""
     found = []
-    world = _smallest_world(s, usable)
-    if world is not None and world > s.world or (world is not None and not s.sharded):
+    # sharding pays where the 16 bytes a trained parameter dominate; under LoRA the whole model is
+    # unsharded for generation anyway
+    world = _smallest_world(s, usable) if s.full_finetune or s.sharded else None
+    if world is not None and (world > s.world or not s.sharded):
         switch = "" if s.sharded else " with trainer.strategy emorl.strategy.FSDP2Strategy"
         found.append(f"{world} GPUs{switch} ({_world_flags(world)}): smallest device count that fits")
     if s.full_finetune:
-        lora = s.with_(full_finetune=False, lora_r=8)
+        lora = s.with_(full_finetune=False, lora_r=8, sharded=s.sharded and s.world > 1)
         if _fits(lora, usable):
-            found.append(f"LoRA r 8 (full_finetune: false, lora: {{r: 8}}): peak {_gib(peak_of(lora)[1])} GiB")
+            where = "" if lora.sharded else ", strategy auto (nothing to shard on one GPU)" if s.sharded else ""
+            found.append(f"LoRA r 8 (full_finetune: false, lora: {{r: 8}}{where}): peak {_gib(peak_of(lora)[1])} GiB")
     if s.module == "grpo" and s.beta > 0 and _fits(s.with_(beta=0.0), usable):
         found.append(f"beta 0 (no reference): peak {_gib(peak_of(s.with_(beta=0.0))[1])} GiB")
     tokens = s.max_new_tokens // 2
@@ -143,10 +148,14 @@ def remedies_for(s: Setting, usable: int) -> list[str]:
             if _fits(s.with_(eval_batch_size=batch), usable):
                 found.append(f"data.eval_batch_size {batch}")
                 break
-    if not found and s.full_finetune:
-        world = _smallest_world(s.with_(full_finetune=False, lora_r=8), usable)
-        if world is not None:
-            found.append(f"LoRA r 8 on {world} GPUs ({_world_flags(world)})")
+    if not found and s.full_finetune:  # two switches together: LoRA and shorter answers
+        lora = s.with_(full_finetune=False, lora_r=8, sharded=s.sharded and s.world > 1)
+        tokens = s.max_new_tokens // 2
+        while tokens >= 16 and not found:
+            both = lora.with_(max_new_tokens=tokens, eval_max_new_tokens=min(tokens, s.eval_max_new_tokens))
+            if _fits(both, usable):
+                found.append(f"LoRA r 8 and max_new_tokens {tokens}: peak {_gib(peak_of(both)[1])} GiB")
+            tokens //= 2
     return found
 
 

@@ -91,9 +91,8 @@ def frozen_parameters(setting: Setting) -> int:
 
 def root_parameters(setting: Setting) -> int:
     """What stays in FSDP's root group: every parameter outside the decoder and audio-encoder layers."""
-    arch = setting.arch
-    audio = arch.audio
-    audio_layers = audio.layers * (audio.tower_parameters() - _audio_non_layer(audio)) // audio.layers if audio else 0
+    arch, audio = setting.arch, setting.arch.audio
+    audio_layers = audio.layers * audio.layer_parameters() if audio else 0
     return arch.total - arch.text.layers * arch.text.layer_parameters() - audio_layers
 
 
@@ -107,11 +106,6 @@ def _trained_in_root_and_layer(s: Setting) -> tuple[int, int]:
         return embeddings + counts["lm_head"] + projector, text.layer_parameters()
     adapter = text.lora_parameters(s.lora_r, s.lora_targets) // text.layers if s.lora_r else 0
     return projector, adapter
-
-
-def _audio_non_layer(audio) -> int:
-    w = audio.width
-    return (w * audio.mel_bins * 3 + w) + (w * w * 3 + w) + (audio.positions * w if audio.learned_positions else 0) + 2 * w
 
 
 def layer_activation_bytes(setting: Setting, tokens: int, attended: int | None = None, backward: bool = True) -> int:
@@ -179,7 +173,7 @@ def plan_terms(s: Setting) -> list[Term]:
 
 def _loss_terms(s: Setting) -> list[Term]:
     """The log-prob passes: reference (no grad) and the loss's forward/backward, per micro-batch."""
-    arch, text, d, k = s.arch, s.arch.text, s.dtype_bytes, s.shards
+    text, d, k = s.arch.text, s.dtype_bytes, s.shards
     grpo = s.module == "grpo"
     answers = min(s.micro_batch, s.prompts_per_device * s.num_generations) if grpo else s.prompts_per_device
     new, prompt = s.max_new_tokens, s.prompt_tokens

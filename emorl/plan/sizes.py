@@ -70,12 +70,15 @@ class AudioSizes:
     positions: int = 1500
     learned_positions: bool = True
 
-    def tower_parameters(self) -> int:
+    def layer_parameters(self) -> int:
         w, f = self.width, self.ffn
+        return w * w + 3 * (w * w + w) + 4 * w + (w * f + f) + (f * w + w)
+
+    def tower_parameters(self) -> int:
+        w = self.width
         convs = (w * self.mel_bins * 3 + w) + (w * w * 3 + w)
-        layer = w * w + 3 * (w * w + w) + 4 * w + (w * f + f) + (f * w + w)
         positions = self.positions * w if self.learned_positions else 0
-        return convs + positions + self.layers * layer + 2 * w
+        return convs + positions + self.layers * self.layer_parameters() + 2 * w
 
 
 @dataclass(frozen=True)
