@@ -164,6 +164,93 @@ def test_lora_7b_benchmark_peak_minus_weights(tmp_path):
     assert predicted == pytest.approx(5.1, rel=0.25)
 
 
+class StorageTracker:
+    """Bytes of the tensor storages created inside it and still alive (an independent CPU oracle: every
+    op's new output storage is counted until Python frees it), and their peak."""
+
+    def __init__(self, existing):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        tracker = self
+        self.live = self.peak = 0
+        self.seen = WeakIdKeyDictionary()
+        for tensor in existing:  # weights and inputs: their views (weight.t()) are not new memory
+            self.seen[tensor.untyped_storage()] = 0
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                tracker.count(out)
+                return out
+
+        self.mode = Mode()
+
+    def count(self, out) -> None:
+        import weakref
+
+        import torch
+        from torch.utils._pytree import tree_flatten
+
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor) and tensor.untyped_storage() not in self.seen:
+                storage = tensor.untyped_storage()
+                self.seen[storage] = storage.nbytes()
+                self.live += storage.nbytes()
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(storage, self._free, storage.nbytes())
+
+    def _free(self, size: int) -> None:
+        self.live -= size
+
+
+@pytest.fixture(scope="module")
+def wider_tiny(tmp_path_factory):
+    """A random Qwen2-Audio of 4 layers of 256 (MLP 1024, 4 heads, 2 KV heads): activations dominate."""
+    from emorl.lalm.tiny import build_tiny_family
+
+    sizes = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2)
+    return build_tiny_family("qwen2-audio", tmp_path_factory.mktemp("wider"), sizes=sizes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("share_prompts", [True, False])
+def test_loss_pass_terms_match_tracked_storages(wider_tiny, share_prompts):
+    """GRPO's policy pass (6 answers of 96 tokens after a 6 s clip's prompt, fp32, full fine-tuning,
+    checkpointing, entropy): what is alive at the end of the forward and the peak through backward, against
+    the plan's logits and backward phases (without the weights and optimiser states, which exist before)."""
+    import torch
+
+    from emorl.lalm.backbone import load_backbone
+    from emorl.lalm.inputs import build_prompts, embed_prompts
+    from emorl.lalm.scoring import completion_scores
+    from tests.lalm_fixtures import clips, messages
+
+    backbone = load_backbone(wider_tiny, dtype="float32", full_finetune=True, gradient_checkpointing=True)
+    backbone.hf_model.train()
+    with torch.no_grad():
+        prompt = embed_prompts(backbone, build_prompts(backbone, messages(1), clips((6.0,))))
+    answers, new = 6, 96
+    ids = torch.randint(0, 600, (answers, new), generator=torch.Generator().manual_seed(0))
+    tracker = StorageTracker([*backbone.hf_model.parameters(), *backbone.hf_model.buffers(), prompt.inputs_embeds,
+                              prompt.attention_mask])
+    with tracker.mode:
+        logps, _ = completion_scores(backbone, prompt, ids, prompt_index=torch.zeros(answers, dtype=torch.long),
+                                     with_entropy=True, share_prompts=share_prompts)
+        loss = logps.sum()
+        forward_end = tracker.live
+        loss.backward()
+    setting = Setting(arch=from_config_json(wider_tiny), module="grpo", full_finetune=True, dtype_bytes=4,
+                      prompt_tokens=int(prompt.inputs_embeds.shape[1]), num_generations=answers, max_new_tokens=new,
+                      micro_batch=answers, beta=0.0, eval_batch_size=0, share_prompts=share_prompts)
+    terms = [t for t in memory.plan_terms(setting) if t.name not in ("weights", "optimiser states")]
+    at = {phase: sum(t.bytes for t in terms if phase in t.phases) for phase in ("logits", "backward")}
+    gradients = next(t.bytes for t in terms if t.name == "gradients")
+    assert forward_end == pytest.approx(at["logits"] - gradients, rel=0.20)  # no gradients yet at that moment
+    assert tracker.peak == pytest.approx(at["backward"], rel=0.15)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

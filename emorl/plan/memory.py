@@ -108,16 +108,21 @@ def _trained_in_root_and_layer(s: Setting) -> tuple[int, int]:
     return projector, adapter
 
 
+#: a recomputed layer's backward holds its forward activations and their gradients: measured 1.1-1.45 x
+#: the forward's (tests/test_plan.py, a storage tracker on CPU)
+BACKWARD_FACTOR = 1.25
+
+
 def layer_activation_bytes(setting: Setting, tokens: int, attended: int | None = None, backward: bool = True) -> int:
     """One decoder layer's activations for ``tokens`` positions (norm inputs in float32, q, attention
-    output, k/v over ``attended`` positions, the MLP's four intermediate tensors); doubled for the
-    backward pass (the recomputed activations and their gradients)."""
+    output, k/v over ``attended`` positions, the MLP's four intermediate tensors); times
+    :data:`BACKWARD_FACTOR` for its backward pass."""
     text, d = setting.arch.text, setting.dtype_bytes
     kv = text.kv_heads * text.head_dim
     q = text.heads * text.head_dim
     per_token = d * (5 * text.hidden + 2 * q + 4 * text.intermediate) + 2 * FP32 * text.hidden
     total = tokens * per_token + (attended or tokens) * 2 * kv * d
-    return 2 * total if backward else total
+    return int(BACKWARD_FACTOR * total) if backward else total
 
 
 def _prefill_bytes(setting: Setting, rows: int, prompts: int) -> int:
@@ -200,15 +205,20 @@ def _loss_terms(s: Setting) -> list[Term]:
         terms.append(Term("prompt keys/values (sharing)", kept, reference + ("logits", "backward"),
                           f"({prompts} + {answers}) x {prompt} tokens"))
     attended = answers * (prompt + new)
-    terms.append(Term("layer recompute + backward", layer_activation_bytes(s, tokens, attended), ("backward",)))
+    if shared:  # the prompt pass and the answer pass are checkpointed (and recomputed) separately
+        recompute = max(layer_activation_bytes(s, prompts * prompt),
+                        layer_activation_bytes(s, answers * new, attended))
+    else:
+        recompute = layer_activation_bytes(s, tokens, attended)
+    terms.append(Term("layer recompute + backward", recompute, ("backward",)))
     chunk = min(s.logit_chunk_rows or answers, answers)
     logit = new * text.vocab
     terms.append(Term("vocabulary logits", answers * logit * FP32 + chunk * logit * 3 * FP32, ("logits",),
                       f"{answers} x {new} x {text.vocab} log-softmax kept (fp32), "
                       + (f"chunks of {chunk}" if s.logit_chunk_rows else "not chunked")))
     if reference:
-        terms.append(Term("reference pass", chunk * logit * (d + FP32)
-                          + layer_activation_bytes(s, tokens, attended, backward=False), reference,
+        working = layer_activation_bytes(s, answers * new if shared else tokens, attended, backward=False)
+        terms.append(Term("reference pass", chunk * logit * (d + FP32) + working, reference,
                           "no grad: one layer, one chunk of logits"))
     terms.append(Term("AdamW temporary", FP32 * trainable_parameters(s) // k, ("optimizer",)))
     return terms

@@ -184,8 +184,10 @@ def read_setting(config: str | Path, devices=None, nodes=None) -> Setting:
     arch = architecture_of(str(args.get("model", "qwen2-audio-7b-instruct")))
     if arch.audio is None:
         raise PlanError(f"model {args.get('model')!r} is a text LM, not an audio-language model")
-    devices = _positive(devices if devices is not None else trainer.get("devices", 1), "--devices")
-    nodes = _positive(nodes if nodes is not None else trainer.get("num_nodes", 1), "--nodes")
+    devices = _positive(devices, "--devices") if devices is not None else \
+        _positive(trainer.get("devices", 1), "the config's trainer.devices (or give --devices N)")
+    nodes = _positive(nodes, "--nodes") if nodes is not None else \
+        _positive(trainer.get("num_nodes", 1), "the config's trainer.num_nodes (or give --nodes M)")
     strategy = _strategy_name(trainer)
     lora = args.get("lora")
     full = bool(args.get("full_finetune", False))
