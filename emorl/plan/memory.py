@@ -36,7 +36,8 @@ ASSUMPTIONS = (
     "so not while generating; optimiser states always (after the first step).",
     "rollout: the policy is unsharded once (every parameter gathered in the compute dtype) and resharded after it; "
     "unsharded full fine-tuning keeps a compute-dtype copy of the fp32 masters (autocast's cache) through "
-    "generation and the loss. The KV cache holds G x batch answers of prompt + max_new_tokens tokens.",
+    "generation and the loss. The KV cache holds G x batch answers of prompt + max_new_tokens tokens; the "
+    "prefill computes the logits of every prompt position (the models' forward takes no logits_to_keep).",
     "judge (PTR): sharded like the reference, unsharded once around its call (after the policy was resharded); "
     "replicated: a whole copy on every GPU. Its KV cache: judge batch x (answer + ~420 prompt tokens + its new tokens).",
     "reference: full fine-tuning keeps a frozen compute-dtype copy (sharded: 1/world of it); LoRA uses the "
@@ -126,13 +127,15 @@ def layer_activation_bytes(setting: Setting, tokens: int, attended: int | None =
 
 
 def _prefill_bytes(setting: Setting, rows: int, prompts: int) -> int:
-    """Generation's largest no-grad moment: one decoder layer over the G-times repeated prompts, and the
-    audio tower over each clip's 30 s window."""
+    """Generation's largest no-grad moment: the audio tower over each clip's 30 s window, one decoder
+    layer over the ``rows`` (repeated) prompts, or the prefill's logits: neither family's forward takes
+    ``logits_to_keep``, so transformers' ``generate`` gets the logits of every prompt position."""
     text, d = setting.arch.text, setting.dtype_bytes
     lm = rows * setting.prompt_tokens * d * (3 * text.intermediate + 4 * text.hidden)
+    logits = rows * setting.prompt_tokens * text.vocab * d + rows * text.vocab * FP32
     audio = setting.arch.audio
     tower = prompts * MEL_FRAMES * d * (4 * audio.width + audio.ffn) if audio else 0
-    return max(lm, tower)
+    return max(lm, logits, tower)
 
 
 def plan_terms(s: Setting) -> list[Term]:
@@ -169,9 +172,11 @@ def plan_terms(s: Setting) -> list[Term]:
     if grpo:
         terms.append(Term("KV cache (generation)", rows * (s.prompt_tokens + s.max_new_tokens) * kv_token, ("rollout",),
                           f"{rows} x ({s.prompt_tokens} + {s.max_new_tokens}) tokens, {text.kv_heads} KV heads x {text.head_dim}"))
-        terms.append(Term("prefill activations", _prefill_bytes(s, rows, s.prompts_per_device), ("rollout",)))
+        terms.append(Term("prefill (generation)", _prefill_bytes(s, rows, s.prompts_per_device), ("rollout",),
+                          "the largest of: a layer, the prompt logits, the audio tower"))
     terms.append(Term("KV cache (evaluation)", s.eval_batch_size * (s.prompt_tokens + s.eval_max_new_tokens) * kv_token,
                       ("evaluation",), f"{s.eval_batch_size} x ({s.prompt_tokens} + {s.eval_max_new_tokens}) tokens"))
+    terms.append(Term("prefill (evaluation)", _prefill_bytes(s, s.eval_batch_size, s.eval_batch_size), ("evaluation",)))
     terms += _loss_terms(s)
     return [t for t in terms if t.bytes > 0]
 
