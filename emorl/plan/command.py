@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from emorl.plan.memory import ASSUMPTIONS, peak_of, phase_totals, phases_of, plan_terms
-from emorl.plan.setting import AUDIO_TOKENS_PER_SECOND, Setting, read_setting
+from emorl.plan.setting import AUDIO_TOKENS_PER_SECOND, CHARS_PER_TOKEN, Setting, read_setting
 from emorl.plan.sizes import PlanError
 
 GIB = 2 ** 30
@@ -65,8 +65,9 @@ def describe(s: Setting) -> list[str]:
         f"training: {s.module.upper()}, {trained}, {s.prompts_per_device} prompt(s) per GPU"
         + (f", G {s.num_generations}, beta {s.beta:g}, {s.micro_batch} answers per log-prob pass" if s.module == "grpo" else "")
         + f", {s.max_new_tokens} new tokens, evaluation {s.eval_batch_size} x {s.eval_max_new_tokens} new tokens",
-        f"prompt: {s.prompt_tokens} tokens (audio at {AUDIO_TOKENS_PER_SECOND}/s of data.max_seconds; the text estimated "
-        f"from the prompt format at ~3.5 characters a token)" if a.audio else f"prompt: {s.prompt_tokens} tokens",
+        f"prompt: {s.prompt_tokens} tokens = {s.audio_tokens} audio ({AUDIO_TOKENS_PER_SECOND} a second of "
+        f"data.max_seconds) + ~{s.prompt_tokens - s.audio_tokens} text (estimated from the prompt format at "
+        f"~{CHARS_PER_TOKEN:g} characters a token)",
         f"strategy: {s.strategy} -> " + (f"sharded over {s.world} GPUs ({s.devices} devices x {s.nodes} node{'s' * (s.nodes > 1)})"
                                         if s.sharded else f"replicated on each of {s.world} GPU(s)"),
     ]

@@ -66,6 +66,7 @@ class Setting:
     dtype_bytes: int = 2
     gradient_checkpointing: bool = True
     prompt_tokens: int = 0
+    audio_tokens: int = 0  # of prompt_tokens (the rest is the estimated text)
     prompts_per_device: int = 1  # data.batch_size
     num_generations: int = 1
     max_new_tokens: int = 256
@@ -126,10 +127,10 @@ def class_names(data: dict) -> list[str]:
 
 
 def prompt_tokens(arch: Architecture, prompt_format: str, names: list[str], seconds: float,
-                  system_prompt: str | None) -> int:
-    """Audio tokens (25 per second of ``seconds``, at most the 30 s window) plus an estimate of the text
-    tokens: the question of ``prompt_format`` over ``names`` and the system prompt at
-    :data:`CHARS_PER_TOKEN` characters a token, plus :data:`TEMPLATE_TOKENS`."""
+                  system_prompt: str | None) -> tuple[int, int]:
+    """``(prompt tokens, audio tokens)``: audio tokens (25 per second of ``seconds``, at most the 30 s
+    window) plus an estimate of the text tokens: the question of ``prompt_format`` over ``names`` and the
+    system prompt at :data:`CHARS_PER_TOKEN` characters a token, plus :data:`TEMPLATE_TOKENS`."""
     from emorl.prompts import build_question
 
     try:
@@ -138,7 +139,7 @@ def prompt_tokens(arch: Architecture, prompt_format: str, names: list[str], seco
         raise PlanError(f"prompt_format {prompt_format!r}: {err}") from None
     text = math.ceil((len(question) + len(system_prompt or "")) / CHARS_PER_TOKEN) + TEMPLATE_TOKENS
     audio = math.ceil(AUDIO_TOKENS_PER_SECOND * min(float(seconds), AUDIO_WINDOW_SECONDS)) if arch.audio else 0
-    return audio + text
+    return audio + text, audio
 
 
 def _judge(options: dict | None, args: dict, max_new_tokens: int) -> Judge | None:
@@ -193,7 +194,7 @@ def read_setting(config: str | Path, devices=None, nodes=None) -> Setting:
     full = bool(args.get("full_finetune", False))
     new_tokens = int(args.get("max_new_tokens", 32 if module == "sft" else 256))
     names = class_names(data_args)
-    prompt = prompt_tokens(arch, str(args.get("prompt_format", "ir")), names, float(data_args.get("max_seconds", 30.0)),
+    prompt, audio = prompt_tokens(arch, str(args.get("prompt_format", "ir")), names, float(data_args.get("max_seconds", 30.0)),
                            args.get("system_prompt", "You are a helpful assistant."))
     grpo = module == "grpo"
     return Setting(
@@ -202,6 +203,7 @@ def read_setting(config: str | Path, devices=None, nodes=None) -> Setting:
         lora_targets=tuple((lora or {}).get("target_modules") or DEFAULT_LORA_TARGETS),
         train_projector=bool(args.get("train_projector", False)), dtype_bytes=_dtype_bytes(args.get("dtype", "bfloat16")),
         gradient_checkpointing=bool(args.get("gradient_checkpointing", grpo)), prompt_tokens=prompt,
+        audio_tokens=audio,
         prompts_per_device=int(data_args.get("batch_size", 1)),
         num_generations=int(args.get("num_generations", 8)) if grpo else 1, max_new_tokens=new_tokens,
         micro_batch=int(args.get("logprob_micro_batch", 8)) if grpo else int(data_args.get("batch_size", 1)),
