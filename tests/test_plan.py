@@ -109,6 +109,27 @@ def test_the_suggested_device_count_is_the_smallest_that_fits(tmp_path):
     assert memory.peak_of(setting.with_(devices=world))[1] <= usable < memory.peak_of(setting.with_(devices=world - 1))[1]
 
 
+def test_replicated_full_fine_tuning_is_told_to_shard(tmp_path):
+    from emorl.plan.command import report
+
+    setting = read_setting(paper_config(tmp_path)).with_(sharded=False, strategy="ddp")
+    lines, fits = report(setting, 48)
+    assert not fits and "replicated on each of 8 GPU(s)" in "\n".join(lines)
+    assert any("with trainer.strategy emorl.strategy.FSDP2Strategy" in line for line in lines[lines.index(
+        next(line for line in lines if line.startswith("does not fit"))):])
+    # DDP holds AdamW's 8 bytes a parameter (of the 16) whole on every GPU
+    states = next(t.bytes for t in memory.plan_terms(setting) if t.name == "optimiser states")
+    assert states == 8 * memory.trainable_parameters(setting)
+
+
+def test_an_sft_config_has_no_rollout(tmp_path):
+    setting = read_setting(REPO / "configs/sft/sft_ir_meld.yaml")
+    assert setting.module == "sft" and setting.lora_r == 8
+    phases = memory.phases_of(setting)
+    assert "rollout" not in phases and "reference" not in phases and "logits" in phases
+    assert memory.peak_of(setting)[1] <= usable_bytes(80)
+
+
 def test_the_peak_is_one_phase_not_the_sum_of_every_term(tmp_path):
     setting = read_setting(paper_config(tmp_path))
     terms = memory.plan_terms(setting)
