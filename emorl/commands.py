@@ -184,7 +184,7 @@ def _run_sharing(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``emorl data | zoo | demo | export | report`` (every option and help text of these commands)."""
+    """The parser of ``emorl data | zoo | demo | export | report | plan`` (every option and help text of these commands)."""
     parser = argparse.ArgumentParser(prog="emorl")
     sub = parser.add_subparsers(dest="command", required=True)
     _data_parser(sub)
@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     _demo_parser(sub)
     _export_parser(sub)
     _report_parser(sub)
+    from emorl.plan.command import add_parser as _plan_parser  # light: yaml, no torch
+
+    _plan_parser(sub)
     return parser
 
 
@@ -212,7 +215,7 @@ def subcommand_help(parser: argparse.ArgumentParser) -> dict[str, tuple[str, dic
 
 
 #: The commands this module runs (``emorl.cli`` dispatches them here).
-COMMANDS = ("data", "zoo", "demo", "export", "report")
+COMMANDS = ("data", "zoo", "demo", "export", "report", "plan")
 
 
 def run_command(argv: Sequence[str]) -> int:
@@ -225,6 +228,10 @@ def run_command(argv: Sequence[str]) -> int:
             return _run_zoo(args)
         if args.command in ("export", "report"):
             return _run_sharing(args)
+        if args.command == "plan":
+            from emorl.plan.command import run_plan
+
+            return run_plan(args)
         from emorl.demo import run_demo, run_emorl_demo
 
         if args.config:

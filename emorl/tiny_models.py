@@ -24,6 +24,8 @@ def build_tiny(name: str, out: str | os.PathLike, seed: int = 0) -> Path:
     extractor). The card's backend builds it. Deterministic for a given ``seed``; returns ``out``.
     """
     card = load_card(name)
+    if card.kind == "textlm":  # its card only carries published sizes (emorl plan)
+        raise ValueError(f"{name} is a text LM card (sizes for `emorl plan`): no tiny stand-in is built for it")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if card.kind == "lalm":  # audio-language models: emorl.lalm.tiny (backend = family)

@@ -47,10 +47,11 @@ def _find_zoo_dir() -> Path:
 ZOO_DIR = _find_zoo_dir()
 
 #: Fields every card has; ``kind: upstream`` cards (frozen encoders, the default) also need
-#: :data:`UPSTREAM_FIELDS`. ``kind: lalm`` cards describe audio-language models.
+#: :data:`UPSTREAM_FIELDS`. ``kind: lalm`` cards describe audio-language models, ``kind: textlm``
+#: text LMs emorl runs beside them (a judge, a CoT writer: only their sizes, for ``emorl plan``).
 REQUIRED_FIELDS = ("name", "hub_id", "backend", "architecture", "licence")
 UPSTREAM_FIELDS = ("feature_dim", "num_layers", "frame_rate", "sample_rate")
-KINDS = ("upstream", "lalm")
+KINDS = ("upstream", "lalm", "textlm")
 
 
 class ModelNotFoundError(LookupError):
@@ -82,6 +83,7 @@ class ZooCard:
     feature_extractor: dict[str, Any] = field(default_factory=dict)
     tiny: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)
+    sizes: dict[str, Any] = field(default_factory=dict)  # published architecture sizes (emorl plan)
     download: str = ""  # how to get a model that is not on the Hugging Face hub (replaces `hf download`)
     path: Path | None = None
 
