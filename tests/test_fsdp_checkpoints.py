@@ -146,27 +146,29 @@ def test_ckpt_path_last_finds_the_sharded_last_folder(whole_run):
 
 
 @pytest.mark.slow
-def test_consolidated_checkpoint_is_read_by_emorl_test_and_init_checkpoint(whole_run):
+def test_consolidated_checkpoint_is_read_by_emorl_test_and_init_checkpoint(whole_run, monkeypatch, capsys):
+    from emorl.cli import main
+    from emorl.commands import run_command
+
     tmp, corpus = whole_run
+    monkeypatch.chdir(tmp)
     folder, out = tmp / "runs/tiny/version_0/checkpoints/last.ckpt", tmp / "last-full.ckpt"
-    done = _emorl(["checkpoint", "consolidate", str(folder), "--out", str(out)], tmp)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert str(out) in done.stdout
+    assert run_command(["checkpoint", "consolidate", str(folder), "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
     trained = _weights(tmp / "whole")["final"]
     full = torch.load(out, weights_only=True)
     _assert_same_weights(full["state_dict"], trained)  # the all-gathered weights of the run, exactly
     assert "optimizer_states" not in full and full["global_step"] == 4
     assert full["hyper_parameters"]["_class_path"] == "tests.fsdp_probe.ShardedAcoustic"
-    again = _emorl(["checkpoint", "consolidate", str(folder), "--out", str(out)], tmp)
-    assert again.returncode == 2 and "exists" in again.stderr.splitlines()[-1]
+    assert run_command(["checkpoint", "consolidate", str(folder), "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err.splitlines()[-1]
 
     # emorl test --ckpt_path on one device: the module it tests holds the trained weights
     config = _config(corpus.root, tmp / "test", name="test", devices=1, strategy="auto")
     config["trainer"]["callbacks"] = config["trainer"]["callbacks"][1:]
     path = tmp / "test.yaml"
     path.write_text(yaml.safe_dump(config))
-    tested = _emorl(["test", "--config", str(path), "--ckpt_path", str(out)], tmp)
-    assert tested.returncode == 0, tested.stderr[-3000:]
+    main(["test", "--config", str(path), "--ckpt_path", str(out)])
     _assert_same_weights(_weights(tmp / "test", "test")["final"], trained)
 
     # init_checkpoint reads the same file (emorl.models.checkpoints.load_trained_weights)
@@ -174,6 +176,7 @@ def test_consolidated_checkpoint_is_read_by_emorl_test_and_init_checkpoint(whole
     from tests.fsdp_probe import ShardedAcoustic, full_trainable_weights
 
     module = ShardedAcoustic(["neutral", "happy", "sad", "angry"], hidden_dim=16, dropout=0.0)
+    assert not torch.equal(module.mlp[0].weight, trained["mlp.0.weight"])
     load_trained_weights(module, out)
     _assert_same_weights(full_trainable_weights(module), trained)
 
