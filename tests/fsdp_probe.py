@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from torch import nn
 
+import tests.ddp_probe  # noqa: F401  (registers the answer_length reward for the GRPO runs)
 from emorl.models.acoustic import AcousticBaseline
 from emorl.models.checkpoints import check_trainable_weights, keep_trainable_weights
 
@@ -94,6 +95,8 @@ class RecordSteps(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:  # manual optimisation (GRPO): the logged loss
+            loss = trainer.callback_metrics.get("train/loss", float("nan"))
         self.steps.append({"step": trainer.global_step, "keys": [str(k) for k in batch["key"]],
                            "loss": float(loss), "lr": trainer.optimizers[0].param_groups[0]["lr"]})
         self.weights[trainer.global_step] = full_trainable_weights(module)
@@ -110,3 +113,13 @@ class RecordSteps(L.Callback):
     def on_test_start(self, trainer, module) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.save({"final": full_trainable_weights(module)}, self.out_dir / f"weights.test.rank{trainer.global_rank}.pt")
+
+
+class RecordGRPOSteps(RecordSteps):
+    """:class:`RecordSteps` for GRPO: the loss is the step's loss (manual optimisation returns none), and
+    the answers sampled on this rank are recorded with the keys (exact resume: the same answers)."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)
+        rollout = module.last_rollout
+        self.steps[-1]["keys"] = self.steps[-1]["keys"] + list(getattr(rollout, "texts", []) or [])
