@@ -99,6 +99,22 @@ def test_sizes_default_to_data_parallel_over_the_world():
         FSDP2Strategy(tensor_parallel_size=0)
 
 
+def test_sizes_that_do_not_make_the_world_are_a_one_line_error_of_emorl_fit(tmp_path, monkeypatch, capsys):
+    from emorl.cli import main
+
+    corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
+    path = tmp_path / "fit.yaml"
+    path.write_text(yaml.safe_dump(_config(corpus.root, tmp_path / "record", devices=1)))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", str(path), "--trainer.strategy.data_parallel_size", "2"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "emorl fit: error: FSDP2Strategy: data_parallel_size 2 x tensor_parallel_size 1 = 2, not the world size 1 "
+        "(trainer.num_nodes x trainer.devices); leave them out (data-parallel = the world size) or make their "
+        "product the world size")
+
+
 # -- 2 processes -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def whole_run(tmp_path_factory):
