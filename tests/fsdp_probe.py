@@ -7,7 +7,8 @@ scheduler, and trainable-weights-only checkpoints (:mod:`emorl.models.checkpoint
 (no mesh) it shards nothing, as emorl's modules do.
 
 :class:`RecordSteps` writes, per rank, the keys of each training batch, the loss, and (rank 0) the
-full trainable weights after every optimiser step and at the end of fit / at the start of test.
+full trainable weights after every optimiser step and at the end of fit (or at SIGTERM) / at the
+start of test.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class RecordSteps(L.Callback):
         self.initial = full_trainable_weights(module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None:  # manual optimisation (GRPO): the logged loss
             loss = trainer.callback_metrics.get("train/loss", float("nan"))
         self.steps.append({"step": trainer.global_step, "keys": [str(k) for k in batch["key"]],
@@ -102,13 +103,20 @@ class RecordSteps(L.Callback):
         self.weights[trainer.global_step] = full_trainable_weights(module)
 
     def on_train_end(self, trainer, module) -> None:
+        self._write(trainer, module, full_trainable_weights(module))
+
+    def on_exception(self, trainer, module, exception) -> None:
+        """At SIGTERM (every rank stops after the same batch): what was recorded, no collective."""
+        self._write(trainer, module, self.weights[max(self.weights)] if self.weights else {})
+
+    def _write(self, trainer, module, final: dict[str, torch.Tensor]) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / f"steps.rank{trainer.global_rank}.json").write_text(json.dumps(
             {"rank": trainer.global_rank, "world_size": trainer.world_size, "node_rank": trainer.node_rank,
              "global_step": trainer.global_step, "steps": self.steps,
              "local_numel": local_trainable_numel(module)}))
-        final = full_trainable_weights(module)
-        torch.save({"final": final, "initial": self.initial, "per_step": self.weights}, self.out_dir / f"weights.fit.rank{trainer.global_rank}.pt")
+        torch.save({"final": final, "initial": self.initial, "per_step": self.weights},
+                   self.out_dir / f"weights.fit.rank{trainer.global_rank}.pt")
 
     def on_test_start(self, trainer, module) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
