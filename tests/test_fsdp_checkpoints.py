@@ -229,6 +229,23 @@ def test_consolidate_refuses_what_is_not_a_sharded_checkpoint(tmp_path):
 
 
 
+def test_a_sharded_folder_is_dated_by_its_meta_pt(tmp_path):
+    """A save into an existing ``last.ckpt/`` rewrites its files without always touching the folder:
+    ``--ckpt_path last`` dates it by ``meta.pt`` (written last), not by the folder."""
+    checkpoints = tmp_path / "runs/tiny/version_0/checkpoints"
+    last, sigterm = checkpoints / "last.ckpt", checkpoints / faults.SIGTERM_CHECKPOINT
+    for folder in (last, sigterm):
+        folder.mkdir(parents=True)
+        (folder / "meta.pt").write_bytes(b"x")
+    os.utime(last / "meta.pt", (3000, 3000))  # rewritten after the SIGTERM save
+    os.utime(last, (1000, 1000))
+    os.utime(sigterm / "meta.pt", (2000, 2000))
+    os.utime(sigterm, (2000, 2000))
+    assert faults.find_last_checkpoint(tmp_path / "runs", "tiny") == last
+    os.utime(last / "meta.pt", (1000, 1000))
+    assert faults.find_last_checkpoint(tmp_path / "runs", "tiny") == sigterm
+
+
 def _saved_keys(folder: Path) -> set[str]:
     from emorl.models.sharded_checkpoints import saved_tensor_keys
 
