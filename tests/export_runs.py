@@ -28,8 +28,8 @@ class Run:
 
 
 def sft_config(family: str, mode: str, corpus_root: Path, runs: Path, name: str) -> dict:
-    """``configs/sft/sft_ir_ravdess.yaml`` shrunk to 2 optimiser steps of a tiny model, lr large enough to move it."""
-    config = yaml.safe_load((REPO / "configs" / "sft" / "sft_ir_ravdess.yaml").read_text())
+    """``configs/sft/lora/sft_ir_ravdess.yaml`` shrunk to 2 optimiser steps of a tiny model, lr large enough to move it."""
+    config = yaml.safe_load((REPO / "configs" / "sft" / "lora" / "sft_ir_ravdess.yaml").read_text())
     config["trainer"].update({
         "max_steps": 2, "accelerator": "cpu", "enable_progress_bar": False, "num_sanity_val_steps": 0,
         "limit_val_batches": 0, "log_every_n_steps": 1,

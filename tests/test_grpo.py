@@ -39,7 +39,7 @@ def test_one_rollout_runs_the_audio_tower_once_per_prompt_not_per_answer(monkeyp
 
 def test_short_fit_logs_rewards_alpha_kl_and_saves_lora_weights_only(tmp_path):
     corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/emorl_esr.yaml").read_text())
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/emorl/lora/emorl_esr.yaml").read_text())
     config["trainer"].update({"max_steps": 2, "accelerator": "cpu", "enable_progress_bar": False,
                               "val_check_interval": None, "limit_val_batches": 1, "num_sanity_val_steps": 0})
     config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
@@ -51,7 +51,7 @@ def test_short_fit_logs_rewards_alpha_kl_and_saves_lora_weights_only(tmp_path):
     path = tmp_path / "grpo.yaml"
     path.write_text(yaml.safe_dump(config))
     main(["fit", "--config", str(path)])
-    events = EventAccumulator(str(tmp_path / "runs" / "emorl_esr" / "version_0")).Reload()
+    events = EventAccumulator(str(tmp_path / "runs" / "emorl_esr_lora" / "version_0")).Reload()
     scalars = set(events.Tags()["scalars"])
     for tag in ("train/reward/format_esr", "train/reward/eswr", "train/alpha", "train/kl", "train/clip_fraction",
                 "train/entropy", "train/zero_std_groups", "train/truncated", "train/answer_length_max",

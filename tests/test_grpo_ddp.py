@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def test_two_process_ddp_grpo_steps(tmp_path):
     corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
-    config = yaml.safe_load((REPO / "configs/emorl_esr.yaml").read_text())
+    config = yaml.safe_load((REPO / "configs/emorl/lora/emorl_esr.yaml").read_text())
     config["trainer"].update(two_process_steps("tests.ddp_probe.RecordRank", tmp_path / "ranks"))
     config["model"]["init_args"].update({
         "model": str(tiny_model_dir("qwen2-audio")), "dtype": "float32", "gradient_checkpointing": False,

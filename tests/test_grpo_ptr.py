@@ -268,7 +268,7 @@ def test_emotionthinker_config_fits_the_tiny_omni_thinker_with_a_tiny_judge(judg
     from emorl.cli import main
 
     corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
-    config = yaml.safe_load((ROOT / "configs/emotionthinker_ptr.yaml").read_text())
+    config = yaml.safe_load((ROOT / "configs/emotionthinker/lora/emotionthinker_ptr.yaml").read_text())
     config["trainer"].update({"max_steps": 2, "accelerator": "cpu", "enable_progress_bar": False,
                               "val_check_interval": None, "limit_val_batches": 0, "num_sanity_val_steps": 0})
     config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
@@ -315,7 +315,7 @@ def test_two_process_ddp_switch_counts_every_rank(judge_dir, tmp_path):
     import yaml
 
     corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
-    config = yaml.safe_load((ROOT / "configs/emotionthinker/ptr_qwen2_audio_meld.yaml").read_text())
+    config = yaml.safe_load((ROOT / "configs/emotionthinker/lora/ptr_qwen2_audio_meld.yaml").read_text())
     config["trainer"].update(two_process_steps("tests.test_grpo_ptr.RecordPTRRank", tmp_path / "r"))
     args = config["model"]["init_args"]
     args.update({"model": str(tiny_model_dir("qwen2-audio")), "dtype": "float32", "gradient_checkpointing": False,

@@ -143,7 +143,7 @@ def test_sft_loss_equals_the_models_own_loss_on_answer_tokens_only(corpus):
 
 def test_sft_fit_saves_only_lora_weights_and_test_reloads_them(corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    config = yaml.safe_load((repo_root() / "configs/sft/sft_ir_ravdess.yaml").read_text())
+    config = yaml.safe_load((repo_root() / "configs/sft/lora/sft_ir_ravdess.yaml").read_text())
     config["trainer"].update({"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False,
                               "num_sanity_val_steps": 0})
     config["model"]["init_args"].update({"model": str(tiny_model_dir("qwen2-audio")), "dtype": "float32",
@@ -153,20 +153,20 @@ def test_sft_fit_saves_only_lora_weights_and_test_reloads_them(corpus, tmp_path,
     path = tmp_path / "sft.yaml"
     path.write_text(yaml.safe_dump(config))
     main(["fit", "--config", str(path)])
-    ckpt = next((tmp_path / "runs" / "sft_ir_ravdess" / "version_0" / "checkpoints").glob("*.ckpt"))
+    ckpt = next((tmp_path / "runs" / "sft_ir_ravdess_lora" / "version_0" / "checkpoints").glob("*.ckpt"))
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
     keys = list(saved["state_dict"])
     assert keys and all("lora_" in k for k in keys), keys[:5]
     assert saved["emorl_trainable_keys"] == sorted(keys)
     main(["test", "--config", str(path), "--ckpt_path", str(ckpt)])
     assert "tiny" in capsys.readouterr().out
-    assert len(_rows(tmp_path / "runs" / "sft_ir_ravdess" / "version_1" / "predictions" / "tiny.jsonl")) == 4
+    assert len(_rows(tmp_path / "runs" / "sft_ir_ravdess_lora" / "version_1" / "predictions" / "tiny.jsonl")) == 4
 
     # trained from an init checkpoint that has since moved: testing needs only the checkpoint itself
     saved["hyper_parameters"]["init_checkpoint"] = str(tmp_path / "moved" / "sft.ckpt")
     torch.save(saved, tmp_path / "from_init.ckpt")
     main(["test", "--config", str(path), "--ckpt_path", str(tmp_path / "from_init.ckpt")])
-    assert len(_rows(tmp_path / "runs" / "sft_ir_ravdess" / "version_2" / "predictions" / "tiny.jsonl")) == 4
+    assert len(_rows(tmp_path / "runs" / "sft_ir_ravdess_lora" / "version_2" / "predictions" / "tiny.jsonl")) == 4
 
 
 def test_a_checkpoint_with_other_lora_options_is_refused(tmp_path):

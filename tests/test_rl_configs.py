@@ -58,6 +58,14 @@ def test_configs_emorl_holds_exactly_the_table_rows_and_the_cross_config():
     shipped = {str(p.relative_to(ROOT)) for p in FOLDER.glob("*.yaml")}
     assert shipped == {p for p in ROWS if p.startswith("configs/emorl/")} | {"configs/emorl/meld_cross.yaml"}
     assert (ROOT / "configs" / "emorl_esr.yaml").is_file()  # ESWR + ESR on MELD stays where it is
+    lora = {str(p.relative_to(ROOT)) for p in (FOLDER / "lora").glob("*.yaml")}
+    assert lora == {lora_variant(p) for p in ROWS}  # one single-GPU LoRA variant per row
+
+
+def lora_variant(rel: str) -> str:
+    """The single-GPU LoRA variant of a paper config: ``configs/<family>/lora/<file name>``."""
+    folder = {"configs/emorl_esr.yaml": "configs/emorl", "configs/emotionthinker_ptr.yaml": "configs/emotionthinker"}
+    return f"{folder.get(rel, str(Path(rel).parent))}/lora/{Path(rel).name}"
 
 
 def _parse(path: Path, *extra: str):
@@ -78,11 +86,47 @@ def test_a_row_parses_with_the_paper_settings_and_its_prompt_format_and_rewards(
     assert (init.num_generations, init.lr, init.temperature) == (6, 1e-6, 1.0)
     assert (config.data.batch_size, init.accumulate_grad_batches, config.trainer.max_steps) == (1, 2, 300)
     assert (init.gamma, init.alpha_start, init.alpha_end) == (0.7, 1.0, 0.0)
+    assert_papers_hardware(config)
     assert config.data.data_dir == f"data/{corpus}" and config.data.fold == 1
     assert config.trainer.logger.init_args.name == path.stem  # runs/<file name>/version_N
     head = "\n".join(path.read_text().splitlines()[:8])
     assert f"emorl fit --config {rel}\n" in head + "\n"
     assert f"emorl test --config {rel} --ckpt_path runs/{path.stem}/version_N/checkpoints/" in head
+
+
+def assert_papers_hardware(config) -> None:
+    """All weights trained (fp32 masters, bf16 compute), sharded with FSDP2 over the paper's 8 GPUs."""
+    init, trainer = config.model.init_args, config.trainer
+    assert (init.full_finetune, init.lora, init.dtype, init.gradient_checkpointing) == (True, None, "bfloat16", True)
+    assert (trainer.accelerator, trainer.devices, trainer.num_nodes) == ("gpu", 8, 1)
+    assert trainer.strategy.class_path == "emorl.strategy.FSDP2Strategy"
+
+
+#: what a single-GPU LoRA variant may change from its paper config (and the learning rate: 10x, docs/rl.md)
+LORA_CHANGES = {"trainer.devices", "trainer.num_nodes", "trainer.strategy.class_path", "model.init_args.lora",
+                "model.init_args.full_finetune", "model.init_args.lr", "trainer.logger.init_args.name"}
+
+
+def assert_lora_variant_of(rel: str) -> None:
+    """``rel``'s LoRA variant is its row on one GPU: the default adapter, lr x 10, runs/<name>_lora, all else equal."""
+    variant = lora_variant(rel)
+    full, lora = (_flat(yaml.safe_load((ROOT / path).read_text())) for path in (rel, variant))
+    differs = {key.split(".lora.")[0] + ".lora" if ".lora." in key else key
+               for key in full.keys() | lora.keys() if full.get(key, "<absent>") != lora.get(key, "<absent>")}
+    assert differs == LORA_CHANGES, sorted(differs ^ LORA_CHANGES)
+    assert (lora["trainer.devices"], lora["trainer.accelerator"], lora["model.init_args.full_finetune"]) == (1, "gpu", False)
+    assert lora["model.init_args.lr"] == pytest.approx(10 * full["model.init_args.lr"])
+    assert lora["trainer.logger.init_args.name"] == full["trainer.logger.init_args.name"] + "_lora"
+    adapter = dict(_parse(ROOT / variant).model.init_args.lora)
+    adapter.pop("target_modules", None)  # SFT's configs spell out the default targets
+    assert adapter == {"r": 8, "alpha": 16, "dropout": 0.05}
+    head = "\n".join((ROOT / variant).read_text().splitlines()[:10])
+    assert f"emorl fit --config {variant}" in head and rel in head
+
+
+@pytest.mark.parametrize("rel", sorted(ROWS), ids=lambda p: Path(p).stem)
+def test_a_rows_lora_variant_is_the_same_row_on_one_gpu(rel):
+    assert_lora_variant_of(rel)
 
 
 def _flat(tree, prefix=""):
@@ -132,7 +176,8 @@ def test_a_rows_grpo_module_asks_its_format_and_scores_answers_as_its_row_says(r
     monkeypatch.chdir(tmp_path)
     cli = EmorlCLI(args=["--config", str(ROOT / rel), "--model.init_args.model", str(tiny_lalm),
                          "--model.init_args.dtype", "float32", "--data.data_dir", str(tiny_meld.root),
-                         "--trainer.accelerator", "cpu"], run=False)
+                         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto"],
+                   run=False)
     module = cli.model
     assert module.prompts.format.name == fmt and module.rewards.names == rewards
     assert "<answer>emotion</answer>" in module.prompts.question("k")
@@ -155,12 +200,12 @@ def test_the_cross_config_asks_the_four_track2_emotions_in_melds_order_on_the_tr
     assert data.unknown_test_labels == "error"
     assert {name: spec["path"] for name, spec in data.test_sets.items()} == {
         name: f"data/{name}_track2" for name in ("ravdess", "savee", "iemocap")}
-    # without --ckpt_path the model section is the ESWR + ESR row's
-    reference = yaml.safe_load((ROOT / "configs" / "emorl_esr.yaml").read_text())["model"]
+    # without --ckpt_path the model section is the ESWR + ESR row's single-GPU (LoRA) variant
+    reference = yaml.safe_load((ROOT / "configs" / "emorl" / "lora" / "emorl_esr.yaml").read_text())["model"]
     ours = yaml.safe_load(CROSS.read_text())["model"]
     assert ours["class_path"] == reference["class_path"]
     for key, value in ours["init_args"].items():
-        if key != "answers_to_log":
+        if key not in ("answers_to_log", "lr"):  # lr: no training here
             assert reference["init_args"][key] == value, key
 
 
@@ -212,7 +257,7 @@ def _fit_one_step(rel: str, tiny_lalm: Path, meld_root: Path, out: Path) -> tupl
     return out / "ckpt" / "last.ckpt", init
 
 
-@pytest.mark.parametrize("rel", ["configs/emorl/grpo_eswr_eur_meld.yaml", "configs/sft/sft_ir_meld.yaml"],
+@pytest.mark.parametrize("rel", ["configs/emorl/lora/grpo_eswr_eur_meld.yaml", "configs/sft/lora/sft_ir_meld.yaml"],
                          ids=["grpo_eswr_eur_meld", "sft_ir_meld"])
 def test_the_cross_config_tests_a_meld_checkpoint_zero_shot_on_every_track2_set(rel, tiny_lalm, tiny_meld,
                                                                               track2_sets, tmp_path, monkeypatch):
