@@ -6,7 +6,7 @@ imported until a subcommand needs it: ``emorl --help``, ``emorl data ...`` and `
 do not import torch or Lightning.
 
 - ``emorl fit | validate | test | predict --config X.yaml`` -> :mod:`emorl.lightning_cli`;
-- ``emorl data ...``, ``emorl zoo ...``, ``emorl demo``, ``emorl plan`` -> :mod:`emorl.commands`.
+- ``emorl data ...``, ``emorl zoo ...``, ``emorl demo``, ``emorl plan``, ``emorl checkpoint ...`` -> :mod:`emorl.commands`.
 """
 
 from __future__ import annotations

@@ -173,6 +173,21 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--out", required=True, type=Path, help="folder for report.md, report.csv and the PNGs")
 
 
+def _checkpoint_parser(sub: argparse._SubParsersAction) -> None:
+    checkpoint = sub.add_parser("checkpoint", help="sharded (FSDP2) checkpoints -> one file for one device")
+    csub = checkpoint.add_subparsers(dest="checkpoint_command", required=True, metavar="COMMAND")
+    consolidate = csub.add_parser("consolidate", help="a sharded checkpoint folder -> one trainable-weights .ckpt file")
+    consolidate.add_argument("folder", type=Path, help="a run's sharded checkpoint (checkpoints/last.ckpt/, a folder)")
+    consolidate.add_argument("--out", required=True, type=Path, help="the .ckpt file to write")
+    consolidate.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
+
+def _run_checkpoint(args: argparse.Namespace) -> int:
+    from emorl.models.sharded_checkpoints import main_consolidate
+
+    return main_consolidate(args.folder, args.out, overwrite=args.overwrite)
+
+
 def _run_sharing(args: argparse.Namespace) -> int:
     if args.command == "export":
         from emorl.export.command import run_export
@@ -184,7 +199,7 @@ def _run_sharing(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``emorl data | zoo | demo | export | report | plan`` (every option and help text of these commands)."""
+    """The parser of ``emorl data | zoo | demo | export | report | plan | checkpoint`` (every option and help text of these commands)."""
     parser = argparse.ArgumentParser(prog="emorl")
     sub = parser.add_subparsers(dest="command", required=True)
     _data_parser(sub)
@@ -195,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     from emorl.plan.command import add_parser as _plan_parser  # light: yaml, no torch
 
     _plan_parser(sub)
+    _checkpoint_parser(sub)
     return parser
 
 
@@ -215,7 +231,7 @@ def subcommand_help(parser: argparse.ArgumentParser) -> dict[str, tuple[str, dic
 
 
 #: The commands this module runs (``emorl.cli`` dispatches them here).
-COMMANDS = ("data", "zoo", "demo", "export", "report", "plan")
+COMMANDS = ("data", "zoo", "demo", "export", "report", "plan", "checkpoint")
 
 
 def run_command(argv: Sequence[str]) -> int:
@@ -232,6 +248,8 @@ def run_command(argv: Sequence[str]) -> int:
             from emorl.plan.command import run_plan
 
             return run_plan(args)
+        if args.command == "checkpoint":
+            return _run_checkpoint(args)
         from emorl.demo import run_demo, run_emorl_demo
 
         if args.config:

@@ -10,10 +10,11 @@
   the command that resumes it, and turns the exit status into :data:`SIGTERM_EXIT_STATUS`.
   Under DDP its own SIGTERM handler replaces Lightning's notifier (which runs a collective inside
   the signal handler) and the ranks agree on the signal at every training batch and epoch end (an
-  all-reduce of the flag), so every rank stops after the same batch and saves together.
+  all-reduce of the flag), so every rank stops after the same batch and saves together; under
+  :class:`emorl.strategy.FSDP2Strategy` that save is a sharded folder ``sigterm.ckpt/`` (each rank its shards).
 - :func:`find_last_checkpoint` / :func:`resolve_ckpt_path_last`: ``--ckpt_path last`` means the
   newest ``last.ckpt`` or ``sigterm.ckpt`` of a training run of the config's run name
-  (``<save_dir>/<name>/*/checkpoints/``), not Lightning's reading (the last checkpoint of the new,
+  (``<save_dir>/<name>/*/checkpoints/``; a sharded checkpoint is a folder of that name), not Lightning's reading (the last checkpoint of the new,
   empty version folder, so a resume started again at step 0).
 
 See ``docs/configs.md`` ("Interrupted runs") and ``docs/reliability.md``.
@@ -205,7 +206,18 @@ def last_checkpoints(checkpoint_dirs: Iterable[str | os.PathLike]) -> list[Path]
     (modification time; a sharded checkpoint is a folder named ``*.ckpt`` and counts too)."""
     found = [path for folder in checkpoint_dirs if Path(folder).is_dir()
              for path in Path(folder).iterdir() if _LAST_NAME.match(path.name) and path.exists()]
-    return sorted(found, key=lambda p: (p.stat().st_mtime, str(p)), reverse=True)
+    return sorted(found, key=lambda p: (checkpoint_time(p), str(p)), reverse=True)
+
+
+def checkpoint_time(path: Path) -> float:
+    """When a checkpoint was last written: a file's modification time; for a sharded folder
+    (:class:`emorl.strategy.FSDP2Strategy`), the newest of the folder's and its ``meta.pt``'s (written
+    last, by rank 0: a save into an existing ``last.ckpt/`` rewrites its files without always
+    touching the folder)."""
+    times = [path.stat().st_mtime]
+    if path.is_dir():
+        times += [entry.stat().st_mtime for entry in path.iterdir() if entry.name == "meta.pt"]
+    return max(times)
 
 
 def find_last_checkpoint(save_dir: str | os.PathLike, name: str,

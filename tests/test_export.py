@@ -245,7 +245,7 @@ def test_clear_errors(runs, work, capsys, tmp_path):
     sharded = tmp_path / "sharded.ckpt"
     sharded.mkdir()
     err = _export_error(["--config", str(run.config), "--ckpt_path", str(sharded), "--out", str(tmp_path / "s")], capsys)
-    assert "sharded checkpoint" in err and "consolidate_checkpoint" in err
+    assert "sharded checkpoint" in err and f"emorl checkpoint consolidate {sharded} --out" in err
 
     full = runs[("qwen2-audio", "full")]
     err = _export_error(["--config", str(full.config), "--ckpt_path", str(full.checkpoint), "--adapter",

@@ -68,7 +68,7 @@ def check_not_sharded(path: Path) -> None:
         raise ExportError(
             f"{path} is a sharded checkpoint (a folder, as DeepSpeed and FSDP / ModelParallelStrategy "
             "save them); consolidate it into one file first:\n"
-            f"  python -m lightning.pytorch.utilities.consolidate_checkpoint {path}   # FSDP / ModelParallelStrategy\n"
+            f"  emorl checkpoint consolidate {path} --out {path.with_name(path.stem + '-full.ckpt')}   # emorl's FSDP2Strategy\n"
             "  python -c \"from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict as c; "
             f"c('{path}', '{path}.consolidated')\"   # DeepSpeed\n"
             "then pass the resulting .ckpt file to --ckpt_path"

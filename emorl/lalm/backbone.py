@@ -164,6 +164,42 @@ class Backbone:
     def dtype(self) -> torch.dtype:
         return self.language_model.get_input_embeddings().weight.dtype
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the forward passes run in (the loaded ``dtype``), whatever the weights' own dtype."""
+        return DTYPES.get(str(self.options.get("dtype", "")), self.dtype)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the model went through FSDP2 (:mod:`emorl.lalm.sharding`)."""
+        from emorl.lalm.sharding import is_sharded
+
+        return is_sharded(self.hf_model)
+
+    def autocast(self):
+        """The compute context of every forward pass: autocast to :attr:`compute_dtype` when the
+        trained weights are fp32 masters of a lower-precision model on one device or under DDP
+        (:meth:`use_fp32_masters`); nothing otherwise (FSDP's mixed-precision policy casts)."""
+        if not self.options.get("fp32_masters") or self.sharded or self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+    def use_fp32_masters(self) -> int:
+        """Trainable weights to float32 (the frozen ones keep the loaded dtype); forward passes then
+        run under :meth:`autocast`. Full fine-tuning on one device / DDP (FSDP casts per unit as it
+        shards). Returns how many tensors were cast."""
+        from emorl.lalm.sharding import cast_trainable_to_fp32
+
+        self.options["fp32_masters"] = True
+        return cast_trainable_to_fp32(self.model)
+
+    def gathered(self):
+        """The block in which a sharded model stays gathered (:func:`emorl.lalm.sharding.unsharded`:
+        one all-gather per unit, e.g. for a whole rollout); a no-op when not sharded."""
+        from emorl.lalm.sharding import unsharded
+
+        return unsharded(self.hf_model)
+
     def input_embeddings(self) -> nn.Module:
         return self.hf_model.get_input_embeddings()
 
@@ -190,7 +226,13 @@ class Backbone:
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, value in state_dict.items():
-                params[name].copy_(value.to(params[name].device, params[name].dtype))
+                param = params[name]
+                value = value.to(param.device, param.dtype)
+                if hasattr(param, "device_mesh") and not hasattr(value, "device_mesh"):  # a DTensor shard
+                    from torch.distributed.tensor import distribute_tensor
+
+                    value = distribute_tensor(value, param.device_mesh, param.placements)
+                param.copy_(value)
 
     @contextlib.contextmanager
     def adapter_disabled(self):

@@ -16,6 +16,7 @@ The completions are scored (log-probs, entropies) from the same :class:`PromptEm
 
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -167,7 +168,27 @@ def generate(
     :class:`PromptEmbeds` already computed. Stops a row at an end-of-turn token
     (``backbone.eos_token_ids``) or once its text contains one of ``stop_strings``; ``seed`` seeds
     sampling; ``min_new_tokens`` (benchmarks) forbids the end-of-turn tokens before that length.
+    A sharded model (FSDP) is gathered once for the call, not once per decoding step.
     """
+    with compute_context(backbone, gathered=True):
+        return _generate(backbone, inputs, max_new_tokens, do_sample, temperature, top_p, top_k,
+                         num_return_sequences, stop_strings, seed, min_new_tokens)
+
+
+def compute_context(backbone, gathered: bool = False) -> contextlib.ExitStack:
+    """The context every forward pass runs in: the backbone's :meth:`~emorl.lalm.backbone.Backbone.autocast`
+    and, with ``gathered``, a sharded model gathered once for the whole block
+    (:meth:`~emorl.lalm.backbone.Backbone.gathered`). Backbone stand-ins without them get neither."""
+    stack = contextlib.ExitStack()
+    if gathered and hasattr(backbone, "gathered"):
+        stack.enter_context(backbone.gathered())
+    if hasattr(backbone, "autocast"):
+        stack.enter_context(backbone.autocast())
+    return stack
+
+
+def _generate(backbone, inputs, max_new_tokens, do_sample, temperature, top_p, top_k, num_return_sequences,
+              stop_strings, seed, min_new_tokens) -> GenerationResult:
     from transformers import GenerationConfig, StoppingCriteriaList
 
     prompt = _as_embeds(backbone, inputs)

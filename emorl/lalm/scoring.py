@@ -67,6 +67,15 @@ def completion_scores(
     through the language model once (:func:`shared_prompt_scores`; same values and gradients);
     ``share_prompts=False`` runs every row as a full sequence. Runs under the caller's grad mode.
     """
+    from emorl.lalm.generation import compute_context
+
+    with compute_context(backbone):
+        return _completion_scores(backbone, prompt, completion_ids, completion_mask, prompt_index, temperature,
+                                  with_entropy, share_prompts)
+
+
+def _completion_scores(backbone, prompt, completion_ids, completion_mask, prompt_index, temperature,
+                       with_entropy, share_prompts):
     if share_prompts and prompt_index is not None and len(torch.unique(prompt_index)) < len(prompt_index):
         if completion_mask is None:
             completion_mask = torch.ones_like(completion_ids)

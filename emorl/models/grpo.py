@@ -7,12 +7,12 @@ Each training step (manual optimisation):
 1. the batch's prompts are embedded once (each clip through the audio tower once) and G answers
    per prompt are sampled from those embeddings in one batched generation
    (:func:`emorl.rl.rollout.sample_rollout`, with the :class:`~emorl.rl.rollout.RolloutOptions`
-   built once from the config), on every DDP rank for its own prompts;
+   built once from the config), on every rank for its own prompts (FSDP: gathered once per rollout);
 2. the answers are scored by the configured reward list (:mod:`emorl.rl.rewards`; ESWR's alpha
    follows its schedule) and turned into group-normalised advantages;
 3. when ``beta > 0`` the reference log-probs are computed from the same embeddings, with the LoRA
    adapter switched off (no second copy of the weights) or, under full fine-tuning, with a
-   frozen copy; when ``num_iterations > 1`` the sampling policy's log-probs are kept;
+   frozen copy (sharded like the policy under FSDP); when ``num_iterations > 1`` the sampling policy's log-probs are kept;
 4. the clipped policy-gradient loss (:func:`emorl.rl.loss.grpo_loss`, normalisation
    ``loss_type``) is backpropagated ``logprob_micro_batch`` answers at a time, gradients are
    accumulated over ``accumulate_grad_batches`` batches and clipped, then the optimiser steps;
@@ -61,6 +61,7 @@ from emorl.models.evaluation import (
     test_batch,
 )
 from emorl.models.optim import adamw_with_warmup
+from emorl.models.parallel import configure_backbone, data_parallel_mesh, micro_batch_sync
 from emorl.prompts import DEFAULT_SYSTEM_PROMPT, PromptBuilder
 from emorl.rl.loss import grpo_loss
 from emorl.rl.ptr import PTRRewards
@@ -179,6 +180,15 @@ class GRPOLALM(L.LightningModule):
         if full_finetune and beta > 0:  # no adapter to switch off: a frozen copy of the start (never saved)
             self.reference = [copy.deepcopy(self.backbone.hf_model).requires_grad_(False).eval()]
 
+    def configure_model(self) -> None:
+        """FSDP2 under ``ModelParallelStrategy`` (the reference copy too), fp32 masters under full
+        fine-tuning everywhere (:func:`emorl.models.parallel.configure_backbone`); the judge shards
+        over the same ranks."""
+        configure_backbone(self, [self.reference[0]] if self.reference else None)
+        mesh = data_parallel_mesh(self)
+        if mesh is not None and self.ptr is not None and hasattr(self.ptr.judge, "shard_over"):
+            self.ptr.judge.shard_over(mesh)
+
     def on_fit_start(self) -> None:
         # without it the policy pass would run in eval mode: no LoRA dropout, no gradient checkpointing
         enter_train_mode(self)
@@ -218,7 +228,8 @@ class GRPOLALM(L.LightningModule):
                 yield
             return
         policy = self.backbone.model
-        self.backbone.model = self.reference[0].to(self.device)
+        reference = self.reference[0]
+        self.backbone.model = reference if self.backbone.sharded else reference.to(self.device)
         try:
             yield
         finally:
@@ -266,9 +277,7 @@ class GRPOLALM(L.LightningModule):
             policy_start = self._synchronized_clock()
             chunks = [(r, rows) for r in rollouts for rows in torch.arange(len(r)).split(hp.logprob_micro_batch)]
             for index, (rollout, rows) in enumerate(chunks):
-                last = index == len(chunks) - 1
-                sync = contextlib.nullcontext() if last else self._no_backward_sync()
-                with sync:
+                with micro_batch_sync(self, last=index == len(chunks) - 1):
                     loss, step_stats = self._micro_loss(rollout, rows, total_rows, global_active)
                     self.manual_backward(loss)
                 for key in stats:
@@ -295,10 +304,6 @@ class GRPOLALM(L.LightningModule):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
-
-    def _no_backward_sync(self):
-        block = getattr(self.trainer.strategy, "block_backward_sync", None)
-        return block() if block is not None else contextlib.nullcontext()
 
     def _micro_loss(self, rollout: Rollout, rows: torch.Tensor, total_rows: int, global_active: float):
         """One micro-batch's share of the step's loss: its normalised loss weighted by its share of

@@ -13,7 +13,9 @@ are never scored. The prompt embeddings (audio tower once per clip) come from
 
 Paper defaults (EMO-RL section 4.2): AdamW, lr 1e-5, 5 epochs. LoRA by default (r 8, alpha 16
 on every linear layer of the language model; the audio tower frozen); ``full_finetune: true``
-trains the whole language model. Checkpoints hold only the trained weights (LoRA adapters and a
+trains the whole language model, its head and the projector, with fp32 master weights and compute
+in ``dtype`` (autocast on one device / DDP; FSDP2's mixed precision when sharded under
+``ModelParallelStrategy``: :mod:`emorl.models.parallel`, ``docs/scale.md``). Checkpoints hold only the trained weights (LoRA adapters and a
 trained projector: a few MB for the 7B model); ``emorl test --ckpt_path`` loads them onto the base
 model named in the config. Validation and test generate answers greedily and score them like the
 zero-shot module (UA / WA / F1 / parse rate, predictions files, sample answers in TensorBoard).
@@ -41,7 +43,7 @@ import torch
 from emorl.lalm import load_backbone
 from emorl.lalm.answers import answer_batch, clips_from_batch, target_ids
 from emorl.lalm.backbone import DEFAULT_LORA
-from emorl.lalm.generation import generate
+from emorl.lalm.generation import compute_context, generate
 from emorl.lalm.inputs import build_prompts, embed_prompts
 from emorl.lalm.scoring import completion_scores
 from emorl.models.checkpoints import (
@@ -58,6 +60,7 @@ from emorl.models.evaluation import (
     test_batch,
 )
 from emorl.models.optim import adamw_with_warmup
+from emorl.models.parallel import configure_backbone
 from emorl.prompts import DEFAULT_SYSTEM_PROMPT, PROSODY_QUESTION, PromptBuilder, build_messages, target_text
 from emorl.prosody.task import TaskMix, describe_prosody, known_levels, read_description, row_bins
 from emorl.prosody.task_metrics import DescriptionAccuracy
@@ -173,6 +176,11 @@ class SFTLALM(L.LightningModule):
         return task == "emotion" if self.task_mix is None else self.task_mix.uses(task)
 
     # -- training ---------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """FSDP2 under ``ModelParallelStrategy``, fp32 masters under full fine-tuning on every path
+        (:func:`emorl.models.parallel.configure_backbone`)."""
+        configure_backbone(self)
+
     def on_fit_start(self) -> None:
         enter_train_mode(self)
 
@@ -211,7 +219,7 @@ class SFTLALM(L.LightningModule):
                                          for target, task in zip(targets, tasks) if task == "emotion")
         inputs = build_prompts(self.backbone, messages, clips_from_batch(batch))
         grad = torch.enable_grad() if self.hparams.train_projector or self.hparams.full_finetune else torch.no_grad()
-        with grad:
+        with grad, compute_context(self.backbone):
             prompt = embed_prompts(self.backbone, inputs)
         ids, mask = target_ids(self.backbone.tokenizer, targets, self.backbone.pad_token_id)
         logps, _ = completion_scores(self.backbone, prompt, ids.to(self.device), mask.to(self.device))

@@ -48,6 +48,12 @@ def saved_weight_names(path: str | Path) -> set[str]:
     return {key[len(WEIGHTS_PREFIX):] for key in saved_tensor_keys(path) if key.startswith(WEIGHTS_PREFIX)}
 
 
+def optimizer_state_names(stored: set[str], key: str = "optimizer_0") -> set[str]:
+    """The weights that have optimiser state in a folder's keys (``optimizer_0.state.<name>.exp_avg``)."""
+    prefix = f"{key}.state."
+    return {k[len(prefix):].rsplit(".", 1)[0] for k in stored if k.startswith(prefix)}
+
+
 def load_sharded(path: Path, model: torch.nn.Module, optimizers: Sequence[torch.optim.Optimizer],
                  strict: bool = True, weights_only: bool | None = None) -> dict[str, Any]:
     """Load a sharded checkpoint folder into a sharded ``model`` and its ``optimizers`` (every rank).
@@ -65,7 +71,8 @@ def load_sharded(path: Path, model: torch.nn.Module, optimizers: Sequence[torch.
         set_optimizer_state_dict,
     )
 
-    saved = saved_weight_names(path)
+    stored = saved_tensor_keys(path)
+    saved = {key[len(WEIGHTS_PREFIX):] for key in stored if key.startswith(WEIGHTS_PREFIX)}
     model_state = get_model_state_dict(model)
     missing = sorted(set(model_state) - saved)
     if strict and missing:
@@ -77,10 +84,16 @@ def load_sharded(path: Path, model: torch.nn.Module, optimizers: Sequence[torch.
     set_model_state_dict(model, loaded["state_dict"], options=StateDictOptions(strict=False))
     for index, optimizer in enumerate(optimizers):  # one at a time, as Lightning does
         key = f"optimizer_{index}"
-        state = {key: get_optimizer_state_dict(model, optimizer)}
-        dcp.load(state, checkpoint_id=path)
-        set_optimizer_state_dict(model, optimizer, optim_state_dict=state[key],
-                                 options=StateDictOptions(cpu_offload=True))
+        state = get_optimizer_state_dict(model, optimizer)
+        with_state = optimizer_state_names(stored, key)
+        # a trainable weight that never had a gradient before the save (GRPO's projector: the prompt
+        # embeddings are computed once, without gradient) has no AdamW state: ask for none, and load
+        # none (strict=False), so that its first step starts AdamW from zero as in the saved run
+        state["state"] = {name: value for name, value in state["state"].items() if name in with_state}
+        loaded_optimizer = {key: state}
+        dcp.load(loaded_optimizer, checkpoint_id=path)
+        set_optimizer_state_dict(model, optimizer, optim_state_dict=loaded_optimizer[key],
+                                 options=StateDictOptions(cpu_offload=True, strict=False))
     metadata = torch.load(path / METADATA_FILENAME, map_location="cpu", weights_only=weights_only)
     metadata["state_dict"] = loaded["state_dict"]
     return metadata

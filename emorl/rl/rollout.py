@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from emorl.lalm.generation import generate
+from emorl.lalm.generation import compute_context, generate
 from emorl.lalm.inputs import PromptEmbeds, build_prompts, embed_prompts
 from emorl.rl.advantages import group_advantages
 from emorl.rl.rewards import RewardContext, RewardSet, predicted_label
@@ -98,6 +98,9 @@ def sample_rollout(
 ) -> Rollout:
     """Generate, score and compute advantages for one batch (no gradients).
 
+    Under FSDP the policy is gathered once for the prompts (audio tower once per prompt) and the
+    whole generation, and resharded after it (:meth:`emorl.lalm.backbone.Backbone.gathered`).
+
     ``gather_rewards``: a function that returns every rank's rewards concatenated (for
     ``scale_rewards="batch"`` under DDP); ``None`` uses the local ones. ``rows``: each prompt's
     manifest row (``batch["row"]``), handed to the rewards per answer as ``context.rows``.
@@ -109,7 +112,7 @@ def sample_rollout(
     """
     g = options.num_generations
     start = _clock(backbone)
-    with torch.no_grad():
+    with torch.no_grad(), compute_context(backbone, gathered=True):  # sharded: gathered once for both
         batch = build_prompts(backbone, messages, clips)
         prompt = embed_prompts(backbone, batch)
         embedded = _clock(backbone)

@@ -1,0 +1,81 @@
+"""SFT and GRPO under FSDP2 (Lightning's ModelParallelStrategy, 2 CPU processes over gloo, float32).
+
+One spawn of 2 processes runs every case (both families x SFT / GRPO x full fine-tuning / LoRA, and
+one real rollout per family); each case is then run again on one process on the same global
+batches, and the two must agree:
+
+- the loss (GRPO: the step's objective) to rel 1e-4, and every trained weight after two optimiser
+  steps to rel 1e-4 / abs 1e-4 (1 % of one step: :data:`WEIGHT_ABS`; the runs sum in other orders). The second AdamW step shows
+  a wrong gradient clipping (clip 0.05, below the gradient norm), and GRPO uses ``dapo``'s global
+  token count, the KL reference (LoRA: adapter off; full fine-tuning: a sharded frozen copy) and
+  three micro-batches per rank;
+- each rank trains on its own prompts, and every parameter's local shard is ``torch.chunk``'s
+  share of dim 0;
+- the bytes of parameters + gradients + AdamW states each rank holds (measured on the local
+  shards) are about half of what one process holds;
+- a rollout all-gathers every unit once (not once per decoding step) and samples the answers the
+  unsharded model samples from the same seed.
+"""
+
+import pytest
+
+from tests.fsdp_cases import run_case, spawn_cases
+from tests.lalm_fixtures import FAMILIES
+
+pytestmark = pytest.mark.slow
+
+#: 1 % of one AdamW step at lr 1e-2: Adam divides by sqrt(v), so an entry whose gradient is ~0 turns
+#: float32 summation-order noise into visible steps; everything else agrees to float precision
+WEIGHT_ABS = 1e-4
+
+CASES = [{"kind": kind, "family": family, "lora": lora, "checkpointing": kind == "grpo"}
+         for kind in ("sft", "grpo") for family in FAMILIES for lora in (False, True)]
+ROLLOUTS = [{"kind": "rollout", "family": family} for family in FAMILIES]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    return spawn_cases(CASES + ROLLOUTS, tmp_path_factory.mktemp("fsdp"))
+
+
+def _name(case):
+    return f"{case['kind']}-{case['family']}-{'lora' if case['lora'] else 'full'}"
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[_name(c) for c in CASES])
+def test_sharded_steps_match_one_process(two_ranks, index):
+    case = CASES[index]
+    ranks = [two_ranks[r][index] for r in (0, 1)]
+    keys = [r["keys"] for r in ranks]
+    assert not set(keys[0]) & set(keys[1]) and len(set(keys[0]) | set(keys[1])) == 8  # own prompts per rank
+    assert ranks[0]["sharding"] == [] and ranks[1]["sharding"] == []
+    # one process, the same two global batches (rank 0's then rank 1's half of each step)
+    order = keys[0][:2] + keys[1][:2] + keys[0][2:] + keys[1][2:]
+    single = run_case(case, world_size=1, order=order)
+
+    # SFT logs each rank's own mean (equal token counts: their mean is the global one); GRPO the global
+    mean = [(a + b) / 2 for a, b in zip(ranks[0]["objective"], ranks[1]["objective"])]
+    assert mean == pytest.approx(single["objective"], rel=1e-4, abs=1e-6)
+    assert set(ranks[0]["weights"]) == set(single["weights"])
+    for name, expected in single["weights"].items():
+        assert ranks[0]["weights"][name] == pytest.approx(expected, rel=1e-4, abs=WEIGHT_ABS), name
+        assert ranks[1]["weights"][name] == ranks[0]["weights"][name]
+    moved = [name for name, before in single["start"].items() if before != pytest.approx(single["weights"][name])]
+    assert len(moved) > len(single["start"]) // 2  # the steps did train
+
+    for step in (0, 1):
+        whole = sum(single["bytes"][step].values())
+        for rank in ranks:
+            per_rank = sum(rank["bytes"][step].values())
+            assert 0.45 * whole < per_rank < 0.56 * whole, (step, rank["bytes"][step], single["bytes"][step])
+    assert single["bytes"][1]["optimizer"] > 0 and single["bytes"][1]["gradients"] > 0
+
+
+@pytest.mark.parametrize("index", range(len(ROLLOUTS)), ids=[c["family"] for c in ROLLOUTS])
+def test_rollout_gathers_once(two_ranks, index):
+    for rank in (0, 1):
+        result = two_ranks[rank][len(CASES) + index]
+        assert result["units"] > 5
+        assert result["gathers"] == result["units"]  # once per unit, not per decoding step (8 of them)
+        assert result["texts"] == result["plain_texts"]
+    assert two_ranks[0][len(CASES) + index]["texts"] != two_ranks[1][len(CASES) + index]["texts"]
