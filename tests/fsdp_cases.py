@@ -209,6 +209,28 @@ def rollout_check(case: dict, rank: int, world_size: int) -> dict:
             "texts": texts["sharded"], "plain_texts": texts["plain"]}
 
 
+def judge_check(case: dict, rank: int, world_size: int) -> dict:
+    """All-gathers during one judging call of a sharded judge, and its replies next to the same judge
+    unsharded (greedy)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from emorl.lalm.sharding import count_all_gathers, fsdp_modules
+    from emorl.rl.judge import Judge, judge_messages
+
+    mesh = init_device_mesh("cpu", (world_size,), mesh_dim_names=("data_parallel",))
+    answers = [f"<think>rank {rank} answer {i}: the voice is loud</think><answer>angry</answer>" for i in range(3)]
+    rows = [{"transcript": "hello there", "prosody": {"caption": "loud and fast"}}] * 3
+    out = {}
+    for name, judge in (("sharded", Judge(case["model"], dtype="float32", batch_size=2, max_new_tokens=6).shard_over(mesh)),
+                        ("plain", Judge(case["model"], dtype="float32", batch_size=2, max_new_tokens=6))):
+        with count_all_gathers() as gathers:
+            out[name] = judge.generate([judge_messages(a, r) for a, r in zip(answers, rows)])
+        out[f"{name}_gathers"] = gathers[0]
+        if name == "sharded":
+            out["units"] = sum(bool(m._get_fsdp_state()._fsdp_param_groups) for m in fsdp_modules(judge.lm.model))
+    return out
+
+
 def _worker(rank: int, world_size: int, port: int, cases: list[dict], out_dir: str) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size),
                        "RANK": str(rank), "LOCAL_RANK": str(rank), "NODE_RANK": "0", "OMP_NUM_THREADS": "1"})
@@ -217,6 +239,8 @@ def _worker(rank: int, world_size: int, port: int, cases: list[dict], out_dir: s
     for case in cases:
         if case["kind"] == "rollout":
             results.append(rollout_check(case, rank, world_size))
+        elif case["kind"] == "judge":
+            results.append(judge_check(case, rank, world_size))
         else:
             results.append(run_case(case, world_size))
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
@@ -233,6 +257,6 @@ def spawn_cases(cases: list[dict], out_dir: Path, world_size: int = 2) -> list[l
     import torch.multiprocessing as mp
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    cases = [{**case, "model": _model(case)} for case in cases]  # built once, here, not by every rank
+    cases = [{**case, "model": case.get("model") or _model(case)} for case in cases]  # built once, here, not by every rank
     mp.spawn(_worker, args=(world_size, free_port(), cases, str(out_dir)), nprocs=world_size, join=True)
     return [json.loads(Path(out_dir, f"rank{r}.json").read_text()) for r in range(world_size)]

@@ -14,7 +14,8 @@ batches, and the two must agree:
 - the bytes of parameters + gradients + AdamW states each rank holds (measured on the local
   shards) are about half of what one process holds;
 - a rollout all-gathers every unit once (not once per decoding step) and samples the answers the
-  unsharded model samples from the same seed.
+  unsharded model samples from the same seed;
+- GRPO-PTR's judge, sharded over the same ranks, gathers once per judging call and replies as unsharded.
 """
 
 import pytest
@@ -35,7 +36,10 @@ ROLLOUTS = [{"kind": "rollout", "family": family} for family in FAMILIES]
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    return spawn_cases(CASES + ROLLOUTS, tmp_path_factory.mktemp("fsdp"))
+    from emorl.textlm import build_tiny_text_lm
+
+    judge = {"kind": "judge", "model": str(build_tiny_text_lm(tmp_path_factory.mktemp("judge") / "lm"))}
+    return spawn_cases(CASES + ROLLOUTS + [judge], tmp_path_factory.mktemp("fsdp"))
 
 
 def _name(case):
@@ -79,3 +83,11 @@ def test_rollout_gathers_once(two_ranks, index):
         assert result["gathers"] == result["units"]  # once per unit, not per decoding step (8 of them)
         assert result["texts"] == result["plain_texts"]
     assert two_ranks[0][len(CASES) + index]["texts"] != two_ranks[1][len(CASES) + index]["texts"]
+
+
+def test_sharded_judge_gathers_once_per_call(two_ranks):
+    for rank in (0, 1):
+        result = two_ranks[rank][-1]
+        # batch_size 2, 3 answers: two generate() calls of 6 tokens, one gather per unit in all
+        assert result["sharded_gathers"] == result["units"] == 5  # 2 layers, embeddings, norm, head
+        assert result["sharded"] == result["plain"]

@@ -1,7 +1,7 @@
 """FSDP2 (``torch.distributed.fsdp.fully_shard``) for the audio-language backbones and the judge.
 
-    from emorl.lalm.sharding import shard_backbone, unsharded
-    shard_backbone(backbone, mesh, compute_dtype=torch.bfloat16)   # in configure_model
+    from emorl.lalm.sharding import shard_model, unsharded
+    shard_model(backbone.hf_model, mesh, torch.bfloat16, fp32_masters=True)   # in configure_model
     with unsharded(backbone.hf_model):                             # one all-gather per unit
         result = generate(backbone, prompts, ...)                  # no gather per decoding step
 
