@@ -75,7 +75,7 @@ def _model(case: dict) -> str:
 
 def build_module(case: dict) -> L.LightningModule:
     torch.manual_seed(0)  # the same LoRA initialisation in every process
-    common = {"class_names": CLASSES, "model": _model(case), "dtype": "float32",
+    common = {"class_names": CLASSES, "model": _model(case), "dtype": case.get("dtype", "float32"),
               "prompt_format": "ir", "lr": 1e-2, "gradient_checkpointing": case.get("checkpointing", False)}
     if case["lora"]:
         common["lora"] = {"r": 2, "alpha": 4, "dropout": 0.0}
@@ -223,6 +223,7 @@ def judge_check(case: dict, rank: int, world_size: int) -> dict:
     out = {}
     for name, judge in (("sharded", Judge(case["model"], dtype="float32", batch_size=2, max_new_tokens=6).shard_over(mesh)),
                         ("plain", Judge(case["model"], dtype="float32", batch_size=2, max_new_tokens=6))):
+        judge._load()  # loaded (and sharded) on first use: before the counted call
         with count_all_gathers() as gathers:
             out[name] = judge.generate([judge_messages(a, r) for a, r in zip(answers, rows)])
         out[f"{name}_gathers"] = gathers[0]

@@ -18,6 +18,8 @@ batches, and the two must agree:
 - GRPO-PTR's judge, sharded over the same ranks, gathers once per judging call and replies as unsharded.
 """
 
+import math
+
 import pytest
 
 from tests.fsdp_cases import run_case, spawn_cases
@@ -32,6 +34,9 @@ WEIGHT_ABS = 1e-4
 CASES = [{"kind": kind, "family": family, "lora": lora, "checkpointing": kind == "grpo"}
          for kind in ("sft", "grpo") for family in FAMILIES for lora in (False, True)]
 ROLLOUTS = [{"kind": "rollout", "family": family} for family in FAMILIES]
+#: the paper configs' compute dtype (bf16 gathers, fp32 reduction); Omni has a never-run vision tower
+BF16 = [{"kind": kind, "family": "qwen2.5-omni", "lora": lora, "dtype": "bfloat16", "checkpointing": True}
+        for kind, lora in (("grpo", True), ("sft", False))]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,7 @@ def two_ranks(tmp_path_factory):
     from emorl.textlm import build_tiny_text_lm
 
     judge = {"kind": "judge", "model": str(build_tiny_text_lm(tmp_path_factory.mktemp("judge") / "lm"))}
-    return spawn_cases(CASES + ROLLOUTS + [judge], tmp_path_factory.mktemp("fsdp"))
+    return spawn_cases(CASES + ROLLOUTS + BF16 + [judge], tmp_path_factory.mktemp("fsdp"))
 
 
 def _name(case):
@@ -91,3 +96,12 @@ def test_sharded_judge_gathers_once_per_call(two_ranks):
         # batch_size 2, 3 answers: two generate() calls of 6 tokens, one gather per unit in all
         assert result["sharded_gathers"] == result["units"] == 5  # 2 layers, embeddings, norm, head
         assert result["sharded"] == result["plain"]
+
+
+@pytest.mark.parametrize("index", range(len(BF16)), ids=[_name(c) for c in BF16])
+def test_bf16_compute_with_fp32_reduction_trains(two_ranks, index):
+    ranks = [two_ranks[r][len(CASES) + len(ROLLOUTS) + index] for r in (0, 1)]
+    assert all(math.isfinite(v) for v in ranks[0]["objective"] + ranks[1]["objective"])
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    held = ranks[0]["bytes"][1]
+    assert held["optimizer"] == 2 * held["gradients"]  # fp32 masters: fp32 gradients, two fp32 AdamW states

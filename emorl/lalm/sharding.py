@@ -119,6 +119,12 @@ def shard_model(hf_model: nn.Module, mesh, compute_dtype: torch.dtype, fp32_mast
     # emorl calls units (embeddings, audio tower, lm_head) before any root forward: make the root
     # the root now, or the first unit called would claim it (FSDP's root is the first to run)
     hf_model._get_fsdp_state()._lazy_init()
+    # gather and free every unit once: with a reduce dtype, FSDP's end-of-backward callback touches
+    # the unsharded parameters of every unit, including one never run so far (Omni's vision tower)
+    # and fails on a unit never gathered; one unit at a time, so peak memory is one unit's weights
+    for module in fsdp_modules(hf_model):
+        module.unshard()
+        module.reshard()
     return [name for name, _ in units]
 
 
