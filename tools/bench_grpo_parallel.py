@@ -39,8 +39,11 @@ def _worker(rank: int, args, folder: str, work: str, strategy: str, port: int, o
     torch.set_num_threads(1)
     args.processes = 2
     args.no_floor = True
+    # GRPO under full fine-tuning never uses the projector in its loss (the rollout's prompt embeddings
+    # are kept without grad): DDP must be told, FSDP needs nothing
+    ddp = "ddp_find_unused_parameters_true" if args.full_finetune else "ddp"
     args.trainer_strategy = (ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
-                             if strategy == "fsdp" else "ddp")
+                             if strategy == "fsdp" else ddp)
     result = bench_grpo.run_emorl(args, Path(folder), Path(work) / f"{strategy}_rank{rank}", bench_grpo.Clock("cpu"))
     if rank == 0:
         Path(out).write_text(json.dumps({"rows": result["rows"], "memory": result["memory"]}, default=str))
