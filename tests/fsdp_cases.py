@@ -26,6 +26,7 @@ from tests.lalm_fixtures import tiny_model_dir
 CLASSES = ["angry", "happy", "sad", "neutral"]
 ITEMS = 8  # two global batches of 4: two optimiser steps, so clipping shows in AdamW's second step
 GLOBAL_BATCH = 4
+CLIP = 0.05  # below every step's gradient norm: clipping acts (a local norm per shard would clip otherwise)
 
 
 def items() -> list[dict]:
@@ -88,7 +89,7 @@ def build_module(case: dict) -> L.LightningModule:
     from emorl.models.grpo import GRPOLALM
 
     return GRPOLALM(**common, num_generations=3, max_new_tokens=6, beta=0.04, loss_type="dapo",
-                    logprob_micro_batch=2, gradient_clip_val=0.05,
+                    logprob_micro_batch=2, gradient_clip_val=CLIP,
                     rewards=[{"name": "answer_length", "weight": 1.0}])
 
 
@@ -100,6 +101,7 @@ class Record(L.Callback):
         self.keys: list[str] = []
         self.losses: list[float] = []
         self.bytes: list[dict] = []
+        self.norms: list[float] = []
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         self.keys += list(batch["key"])
@@ -108,6 +110,9 @@ class Record(L.Callback):
         from emorl.lalm.sharding import local_bytes
 
         self.bytes.append(local_bytes(module, optimizer))
+        if trainer.world_size == 1:  # the global gradient norm (GRPO: after its clipping; SFT: before)
+            grads = [p.grad for p in module.parameters() if p.grad is not None]
+            self.norms.append(float(torch.stack([g.norm() for g in grads]).norm()))
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.losses.append(float(trainer.callback_metrics["train/loss"]))
@@ -157,11 +162,13 @@ def _run_case(case: dict, world_size: int, order: list[str] | None) -> dict:
     module = build_module(case)
     start = full_trainable(module) if world_size == 1 else {}
     record = Record()
-    strategy = ModelParallelStrategy(data_parallel_size=world_size, tensor_parallel_size=1) if world_size > 1 else "auto"
+    strategy = "auto"
+    if world_size > 1:
+        strategy = ModelParallelStrategy(data_parallel_size=world_size, tensor_parallel_size=1)
     trainer = L.Trainer(accelerator="cpu", devices=world_size, strategy=strategy, max_steps=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[record],
-                        accumulate_grad_batches=1)
+                        accumulate_grad_batches=1, gradient_clip_val=CLIP if case["kind"] == "sft" else None)
     data = items()
     if order is not None:
         data = [next(item for item in data if item["key"] == key) for key in order]
@@ -172,7 +179,7 @@ def _run_case(case: dict, world_size: int, order: list[str] | None) -> dict:
     if case["kind"] == "grpo":  # the objective: the logged mean over micro-batches times their number
         micro = -(-GLOBAL_BATCH // world_size * module.hparams.num_generations // module.hparams.logprob_micro_batch)
     return {"rank": rank, "keys": record.keys, "objective": [loss * micro for loss in record.losses],
-            "bytes": record.bytes, "weights": full_trainable(module), "start": start,
+            "bytes": record.bytes, "norms": record.norms, "weights": full_trainable(module), "start": start,
             "sharding": shard_report(module.backbone.hf_model, rank, world_size) if world_size > 1 else []}
 
 
@@ -221,8 +228,9 @@ def judge_check(case: dict, rank: int, world_size: int) -> dict:
     answers = [f"<think>rank {rank} answer {i}: the voice is loud</think><answer>angry</answer>" for i in range(3)]
     rows = [{"transcript": "hello there", "prosody": {"caption": "loud and fast"}}] * 3
     out = {}
-    for name, judge in (("sharded", Judge(case["model"], dtype="float32", batch_size=2, max_new_tokens=6).shard_over(mesh)),
-                        ("plain", Judge(case["model"], dtype="float32", batch_size=2, max_new_tokens=6))):
+    options = {"dtype": "float32", "batch_size": 2, "max_new_tokens": 6}
+    for name, judge in (("sharded", Judge(case["model"], **options).shard_over(mesh)),
+                        ("plain", Judge(case["model"], **options))):
         judge._load()  # loaded (and sharded) on first use: before the counted call
         with count_all_gathers() as gathers:
             out[name] = judge.generate([judge_messages(a, r) for a, r in zip(answers, rows)])
@@ -258,6 +266,6 @@ def spawn_cases(cases: list[dict], out_dir: Path, world_size: int = 2) -> list[l
     import torch.multiprocessing as mp
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    cases = [{**case, "model": case.get("model") or _model(case)} for case in cases]  # built once, here, not by every rank
+    cases = [{**case, "model": case.get("model") or _model(case)} for case in cases]  # built here, not per rank
     mp.spawn(_worker, args=(world_size, free_port(), cases, str(out_dir)), nprocs=world_size, join=True)
     return [json.loads(Path(out_dir, f"rank{r}.json").read_text()) for r in range(world_size)]

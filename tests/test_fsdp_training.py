@@ -5,9 +5,9 @@ one real rollout per family); each case is then run again on one process on the 
 batches, and the two must agree:
 
 - the loss (GRPO: the step's objective) to rel 1e-4, and every trained weight after two optimiser
-  steps to rel 1e-4 / abs 1e-4 (1 % of one step: :data:`WEIGHT_ABS`; the runs sum in other orders). The second AdamW step shows
-  a wrong gradient clipping (clip 0.05, below the gradient norm), and GRPO uses ``dapo``'s global
-  token count, the KL reference (LoRA: adapter off; full fine-tuning: a sharded frozen copy) and
+  steps to rel 1e-4 / abs 1e-4 (1 % of one step: :data:`WEIGHT_ABS`; the runs sum in other orders).
+  The second AdamW step shows a wrong gradient clipping (clip 0.05, below every gradient norm:
+  checked), and GRPO uses ``dapo``'s global token count, the KL reference (LoRA: adapter off; full fine-tuning: a sharded frozen copy) and
   three micro-batches per rank;
 - each rank trains on its own prompts, and every parameter's local shard is ``torch.chunk``'s
   share of dim 0;
@@ -22,7 +22,7 @@ import math
 
 import pytest
 
-from tests.fsdp_cases import run_case, spawn_cases
+from tests.fsdp_cases import CLIP, run_case, spawn_cases
 from tests.lalm_fixtures import FAMILIES
 
 pytestmark = pytest.mark.slow
@@ -65,6 +65,10 @@ def test_sharded_steps_match_one_process(two_ranks, index):
     # SFT logs each rank's own mean (equal token counts: their mean is the global one); GRPO the global
     mean = [(a + b) / 2 for a, b in zip(ranks[0]["objective"], ranks[1]["objective"])]
     assert mean == pytest.approx(single["objective"], rel=1e-4, abs=1e-6)
+    if case["kind"] == "grpo":  # GRPO clips before optimizer.step: the hook sees the clipped norm
+        assert single["norms"] == pytest.approx([CLIP, CLIP], rel=1e-4)
+    else:  # Lightning's automatic optimisation clips after the hook: the norm it clipped
+        assert min(single["norms"]) > 2 * CLIP
     assert set(ranks[0]["weights"]) == set(single["weights"])
     for name, expected in single["weights"].items():
         assert ranks[0]["weights"][name] == pytest.approx(expected, rel=1e-4, abs=WEIGHT_ABS), name

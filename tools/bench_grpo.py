@@ -352,7 +352,8 @@ def run_emorl(args, folder: Path, work: Path, clock: Clock) -> dict:
               "params": sum(p.numel() for p in base), "lora_params": sum(p.numel() for p in lora)}
     if device.type == "cuda":
         memory["allocated_after_load"] = torch.cuda.memory_allocated()
-    clips = make_clips((args.warmup + args.steps) * args.prompts * getattr(args, "processes", 1), args.seconds, args.seed)
+    per_rank = (args.warmup + args.steps) * args.prompts
+    clips = make_clips(per_rank * getattr(args, "processes", 1), args.seconds, args.seed)
     loader = torch.utils.data.DataLoader(ClipSet(clips), batch_size=args.prompts, shuffle=False, collate_fn=collate)
     rows: list[dict] = []
     floors: list[dict] = []

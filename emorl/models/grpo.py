@@ -12,7 +12,8 @@ Each training step (manual optimisation):
    follows its schedule) and turned into group-normalised advantages;
 3. when ``beta > 0`` the reference log-probs are computed from the same embeddings, with the LoRA
    adapter switched off (no second copy of the weights) or, under full fine-tuning, with a
-   frozen copy (sharded like the policy under FSDP); when ``num_iterations > 1`` the sampling policy's log-probs are kept;
+   frozen copy (sharded like the policy under FSDP); when ``num_iterations > 1`` the sampling
+   policy's log-probs are kept;
 4. the clipped policy-gradient loss (:func:`emorl.rl.loss.grpo_loss`, normalisation
    ``loss_type``) is backpropagated ``logprob_micro_batch`` answers at a time, gradients are
    accumulated over ``accumulate_grad_batches`` batches and clipped, then the optimiser steps;
