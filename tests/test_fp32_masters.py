@@ -4,11 +4,14 @@ AdamW at lr 1e-6 cannot move most bfloat16 weights (a step below half a bf16 ulp
 fp32 masters every weight with a gradient moves. The forward passes run under autocast to bf16.
 """
 
+import pytest
 import torch
 
 from emorl.models.sft import SFTLALM
 from tests.fsdp_cases import CLASSES, collate, items
 from tests.lalm_fixtures import tiny_model_dir
+
+pytestmark = pytest.mark.slow  # optimiser steps on the tiny model (about 10 s)
 
 
 def _module(**options):

@@ -12,7 +12,8 @@ transformers model). emorl calls the embeddings, the audio tower, the inner text
 ``lm_head`` directly (prompt embeddings once per clip, the answers' log-probs with the vocabulary
 in chunks), not through the root's forward, so each of them is a unit of its own: FSDP gathers a
 unit's weights in that unit's own forward. The root holds no weight; it is lazily initialised
-right after sharding so that it is the FSDP root whatever runs first.
+right after sharding so that it is the FSDP root whatever runs first, and every unit is gathered
+and freed once, one at a time (see :func:`shard_model`).
 
 **Precision**: ``MixedPrecisionPolicy(param_dtype=compute dtype, reduce_dtype=float32)``: the
 shards keep the weights' own dtype (fp32 masters for what is trained under full fine-tuning,
