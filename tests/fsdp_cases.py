@@ -102,9 +102,13 @@ class Record(L.Callback):
         self.losses: list[float] = []
         self.bytes: list[dict] = []
         self.norms: list[float] = []
+        self.reductions = [0]  # the fit's reduce-scatter counter
+        self.reductions_before = 0
+        self.step_reductions: list[int] = []  # reduce-scatters per training batch
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         self.keys += list(batch["key"])
+        self.reductions_before = self.reductions[0]
 
     def on_before_optimizer_step(self, trainer, module, optimizer):
         from emorl.lalm.sharding import local_bytes
@@ -116,6 +120,7 @@ class Record(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.losses.append(float(trainer.callback_metrics["train/loss"]))
+        self.step_reductions.append(self.reductions[0] - self.reductions_before)
 
 
 def full_trainable(module) -> dict[str, list]:
@@ -173,13 +178,19 @@ def _run_case(case: dict, world_size: int, order: list[str] | None) -> dict:
     if order is not None:
         data = [next(item for item in data if item["key"] == key) for key in order]
     loader = DataLoader(data, batch_size=GLOBAL_BATCH // world_size, collate_fn=collate, shuffle=False)
-    trainer.fit(module, loader)
+    from emorl.lalm.sharding import count_reduce_scatters, fsdp_modules
+
+    with count_reduce_scatters() as record.reductions:
+        trainer.fit(module, loader)
+    trained_units = sum(any(f.sharded_param.requires_grad for g in m._get_fsdp_state()._fsdp_param_groups
+                            for f in g.fsdp_params) for m in fsdp_modules(module.backbone.hf_model))
     rank = trainer.global_rank
     micro = 1
     if case["kind"] == "grpo":  # the objective: the logged mean over micro-batches times their number
         micro = -(-GLOBAL_BATCH // world_size * module.hparams.num_generations // module.hparams.logprob_micro_batch)
     return {"rank": rank, "keys": record.keys, "objective": [loss * micro for loss in record.losses],
-            "bytes": record.bytes, "norms": record.norms, "weights": full_trainable(module), "start": start,
+            "bytes": record.bytes, "norms": record.norms,
+            "reductions": record.step_reductions, "trained_units": trained_units, "weights": full_trainable(module), "start": start,
             "sharding": shard_report(module.backbone.hf_model, rank, world_size) if world_size > 1 else []}
 
 

@@ -11,6 +11,8 @@ batches, and the two must agree:
   three micro-batches per rank;
 - each rank trains on its own prompts, and every parameter's local shard is ``torch.chunk``'s
   share of dim 0;
+- gradients are reduce-scattered on every micro-batch under full fine-tuning, on the last only
+  under LoRA (counted);
 - the bytes of parameters + gradients + AdamW states each rank holds (measured on the local
   shards) are about half of what one process holds;
 - a rollout all-gathers every unit once (not once per decoding step) and samples the answers the
@@ -75,6 +77,20 @@ def test_sharded_steps_match_one_process(two_ranks, index):
         assert ranks[1]["weights"][name] == ranks[0]["weights"][name]
     moved = [name for name, before in single["start"].items() if before != pytest.approx(single["weights"][name])]
     assert len(moved) > len(single["start"]) // 2  # the steps did train
+
+    # gradient reduce-scatters per training batch, counted. GRPO full fine-tuning: one per unit with
+    # gradients on each of the 3 micro-batches per rank (its projector gets none: the rollout's prompts
+    # are kept without grad). GRPO LoRA: only on the last micro-batch, one or two per unit (a unit run
+    # twice in a pass, prompt then answers, may reduce twice); on every micro-batch it would be >= 3.
+    units = ranks[0]["trained_units"]
+    reductions = ranks[0]["reductions"]
+    assert units >= 2 and reductions == ranks[1]["reductions"]
+    if case["kind"] == "grpo" and not case["lora"]:
+        assert reductions == [3 * (units - 1)] * 2
+    elif case["kind"] == "grpo":
+        assert all(units <= n < 3 * units for n in reductions), (reductions, units)
+    else:  # SFT: one micro-batch per step
+        assert all(units - 1 <= n <= 2 * units for n in reductions), (reductions, units)
 
     for step in (0, 1):
         whole = sum(single["bytes"][step].values())

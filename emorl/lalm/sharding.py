@@ -174,23 +174,33 @@ def gradient_sync(root: nn.Module, enabled: bool) -> Iterator[None]:
 
 # -- counting (tests, benchmarks) ---------------------------------------------------------------------
 @contextlib.contextmanager
-def count_all_gathers() -> Iterator[list[int]]:
-    """Counts FSDP2's parameter all-gathers inside the block (one per unit gathered):
-    ``with count_all_gathers() as n: ...; n[0]``."""
+def _counting(name: str) -> Iterator[list[int]]:
     from torch.distributed.fsdp._fully_shard import _fsdp_param_group as group_module
 
-    original = group_module.foreach_all_gather
+    original = getattr(group_module, name)
     count = [0]
 
     def counting(*args, **kwargs):
         count[0] += 1
         return original(*args, **kwargs)
 
-    group_module.foreach_all_gather = counting
+    setattr(group_module, name, counting)
     try:
         yield count
     finally:
-        group_module.foreach_all_gather = original
+        setattr(group_module, name, original)
+
+
+def count_all_gathers():
+    """Counts FSDP2's parameter all-gathers inside the block (one per unit gathered):
+    ``with count_all_gathers() as n: ...; n[0]``."""
+    return _counting("foreach_all_gather")
+
+
+def count_reduce_scatters():
+    """Counts FSDP2's gradient reduce-scatters inside the block (one per unit with gradients per
+    reducing backward): ``with count_reduce_scatters() as n: ...; n[0]``."""
+    return _counting("foreach_reduce")
 
 
 def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
