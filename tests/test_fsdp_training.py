@@ -18,6 +18,9 @@ batches, and the two must agree:
 - a rollout all-gathers every unit once (not once per decoding step) and samples the answers the
   unsharded model samples from the same seed;
 - GRPO-PTR's judge, sharded over the same ranks, gathers once per judging call and replies as unsharded.
+
+A last test runs `emorl fit` on the GRPO-PTR config under ModelParallelStrategy (full fine-tuning,
+judge sharded): the switch and the judge calls are those of the DDP test in test_grpo_ptr.py.
 """
 
 import math
@@ -125,3 +128,36 @@ def test_bf16_compute_with_fp32_reduction_trains(two_ranks, index):
     assert ranks[0]["weights"] == ranks[1]["weights"]
     held = ranks[0]["bytes"][1]
     assert held["optimizer"] == 2 * held["gradients"]  # fp32 masters: fp32 gradients, two fp32 AdamW states
+
+
+def test_grpo_ptr_full_finetuning_under_fsdp_through_emorl_fit(tmp_path):
+    """The EmotionThinker GRPO-PTR config, switched to ModelParallelStrategy: `emorl fit` on 2 processes,
+    full fine-tuning, the judge sharded over both ranks; the switch and the judge act as under DDP."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from emorl.textlm import build_tiny_text_lm
+    from tests.corpus_factory import make_tiny_corpus
+    from tests.lalm_fixtures import run_emorl, tiny_model_dir, two_process_steps
+
+    root = Path(__file__).resolve().parents[1]
+    corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
+    config = yaml.safe_load((root / "configs/emotionthinker/ptr_qwen2_audio_meld.yaml").read_text())
+    config["trainer"].update(two_process_steps("tests.test_grpo_ptr.RecordPTRRank", tmp_path / "r"))
+    config["trainer"]["strategy"] = {"class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
+                                     "init_args": {"data_parallel_size": 2, "tensor_parallel_size": 1}}
+    args = config["model"]["init_args"]
+    args.update({"model": str(tiny_model_dir("qwen2-audio")), "dtype": "float32", "gradient_checkpointing": True,
+                 "max_new_tokens": 4, "eval_max_new_tokens": 2, "num_generations": 2, "logprob_micro_batch": 4,
+                 "lora": None, "full_finetune": True})
+    args["ptr"].update({"accuracy_threshold": 0.0, "accuracy_window": 1})
+    judge = build_tiny_text_lm(tmp_path / "judge", hidden_size=32)
+    args["judge"].update({"model": str(judge), "dtype": "float32", "max_new_tokens": 4})
+    config["data"].update({"data_dir": str(corpus.root), "num_workers": 0, "batch_size": 2})
+    run_emorl("fit", config, tmp_path)
+    ranks = [json.loads((tmp_path / "r" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["switch"] == ranks[1]["switch"]
+    assert [s["on"] for s in ranks[0]["steps"]] == [False, True, True]
+    assert ranks[0]["calls"] == ranks[1]["calls"] == 2 * 4  # each rank judges its own answers, together
