@@ -50,3 +50,24 @@ def test_configure_model_makes_fp32_masters_and_autocasts_to_bf16():
 def test_without_masters_bf16_weights_barely_move():
     module = _module()  # configure_model not called: the weights stay bfloat16
     assert _share_moved(module) < 0.5
+
+
+def test_init_checkpoint_of_fp32_masters_loads_without_rounding(tmp_path):
+    from emorl.models.checkpoints import keep_trainable_weights
+    from emorl.models.grpo import GRPOLALM
+
+    first = _module()
+    first.configure_model()
+    with torch.no_grad():  # a step far below a bf16 ulp: kept only by fp32 masters
+        for _, param in first.backbone.trainable_parameters():
+            param.add_(1e-6)
+    checkpoint = {"state_dict": first.state_dict()}
+    keep_trainable_weights(first, checkpoint)
+    path = tmp_path / "sft.ckpt"
+    torch.save(checkpoint, path)
+    second = GRPOLALM(class_names=CLASSES, model=str(tiny_model_dir("qwen2-audio")), prompt_format="ir",
+                      dtype="bfloat16", full_finetune=True, init_checkpoint=str(path), beta=0.04)
+    trained = dict(first.backbone.trainable_parameters())
+    for name, param in second.backbone.trainable_parameters():
+        assert param.dtype == torch.float32 and torch.equal(param, trained[name]), name
+    assert all(p.dtype == torch.bfloat16 for p in second.reference[0].parameters())  # the frozen copy in dtype

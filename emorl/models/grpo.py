@@ -176,10 +176,13 @@ class GRPOLALM(L.LightningModule):
         self.alpha = float(alpha_start)
         self.test_results: dict[str, dict[str, float]] = {}
         if init_checkpoint:
+            if full_finetune:  # fp32 masters before loading: the SFT checkpoint's are not rounded to dtype
+                self.backbone.use_fp32_masters()
             load_trained_weights(self, init_checkpoint)
         self.reference = None
         if full_finetune and beta > 0:  # no adapter to switch off: a frozen copy of the start (never saved)
-            self.reference = [copy.deepcopy(self.backbone.hf_model).requires_grad_(False).eval()]
+            reference = copy.deepcopy(self.backbone.hf_model).requires_grad_(False).eval()
+            self.reference = [reference.to(self.backbone.compute_dtype)]  # frozen: in dtype, not fp32
 
     def configure_model(self) -> None:
         """FSDP2 under ``ModelParallelStrategy`` (the reference copy too), fp32 masters under full
