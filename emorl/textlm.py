@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from emorl.lalm.backbone import DTYPES
+from emorl.lalm.sharding import unsharded
 
 Messages = list[dict]
 
@@ -37,6 +38,7 @@ class TextLM:
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
         self.path = folder
+        self.dtype = DTYPES[dtype]
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.tokenizer.padding_side = "left"  # batched generation continues every row from its end
         if self.tokenizer.pad_token_id is None:
@@ -49,7 +51,19 @@ class TextLM:
         return next(self.model.parameters()).device
 
     def to(self, device: str | torch.device) -> TextLM:
-        self.model.to(device)
+        from emorl.lalm.sharding import is_sharded
+
+        if not is_sharded(self.model):  # a sharded model stays on its ranks' devices
+            self.model.to(device)
+        return self
+
+    def shard(self, mesh) -> TextLM:
+        """FSDP2 over the 1-D ``mesh`` (per decoder layer, embeddings, final norm, head; frozen,
+        computing in the loaded dtype): each rank holds 1/N of the weights; :meth:`generate` then
+        gathers them once per call (a collective: every rank of ``mesh`` calls it together)."""
+        from emorl.lalm.sharding import shard_model
+
+        shard_model(self.model, mesh, self.dtype)
         return self
 
     def render(self, messages: Messages) -> str:
@@ -79,6 +93,10 @@ class TextLM:
             temperature=float(temperature) if temperature > 0 else None, top_p=None, top_k=None,
             eos_token_id=eos or None, pad_token_id=self.tokenizer.pad_token_id,
         )
+        with unsharded(self.model):  # sharded: gathered once for every batch of this call
+            return self._generate(conversations, config, batch_size)
+
+    def _generate(self, conversations: Sequence[Messages], config, batch_size: int) -> list[str]:
         replies: list[str] = []
         for start in range(0, len(conversations), max(int(batch_size), 1)):
             texts = [self.render(m) for m in conversations[start : start + batch_size]]

@@ -26,6 +26,7 @@ from tests.lalm_fixtures import tiny_model_dir
 CLASSES = ["angry", "happy", "sad", "neutral"]
 ITEMS = 8  # two global batches of 4: two optimiser steps, so clipping shows in AdamW's second step
 GLOBAL_BATCH = 4
+CLIP = 0.05  # below every step's gradient norm: clipping acts (a local norm per shard would clip otherwise)
 
 
 def items() -> list[dict]:
@@ -75,7 +76,7 @@ def _model(case: dict) -> str:
 
 def build_module(case: dict) -> L.LightningModule:
     torch.manual_seed(0)  # the same LoRA initialisation in every process
-    common = {"class_names": CLASSES, "model": _model(case), "dtype": "float32",
+    common = {"class_names": CLASSES, "model": _model(case), "dtype": case.get("dtype", "float32"),
               "prompt_format": "ir", "lr": 1e-2, "gradient_checkpointing": case.get("checkpointing", False)}
     if case["lora"]:
         common["lora"] = {"r": 2, "alpha": 4, "dropout": 0.0}
@@ -88,7 +89,7 @@ def build_module(case: dict) -> L.LightningModule:
     from emorl.models.grpo import GRPOLALM
 
     return GRPOLALM(**common, num_generations=3, max_new_tokens=6, beta=0.04, loss_type="dapo",
-                    logprob_micro_batch=2, gradient_clip_val=0.05,
+                    logprob_micro_batch=2, gradient_clip_val=CLIP,
                     rewards=[{"name": "answer_length", "weight": 1.0}])
 
 
@@ -100,17 +101,26 @@ class Record(L.Callback):
         self.keys: list[str] = []
         self.losses: list[float] = []
         self.bytes: list[dict] = []
+        self.norms: list[float] = []
+        self.reductions = [0]  # the fit's reduce-scatter counter
+        self.reductions_before = 0
+        self.step_reductions: list[int] = []  # reduce-scatters per training batch
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         self.keys += list(batch["key"])
+        self.reductions_before = self.reductions[0]
 
     def on_before_optimizer_step(self, trainer, module, optimizer):
         from emorl.lalm.sharding import local_bytes
 
         self.bytes.append(local_bytes(module, optimizer))
+        if trainer.world_size == 1:  # the global gradient norm (GRPO: after its clipping; SFT: before)
+            grads = [p.grad for p in module.parameters() if p.grad is not None]
+            self.norms.append(float(torch.stack([g.norm() for g in grads]).norm()))
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.losses.append(float(trainer.callback_metrics["train/loss"]))
+        self.step_reductions.append(self.reductions[0] - self.reductions_before)
 
 
 def full_trainable(module) -> dict[str, list]:
@@ -157,22 +167,30 @@ def _run_case(case: dict, world_size: int, order: list[str] | None) -> dict:
     module = build_module(case)
     start = full_trainable(module) if world_size == 1 else {}
     record = Record()
-    strategy = ModelParallelStrategy(data_parallel_size=world_size, tensor_parallel_size=1) if world_size > 1 else "auto"
+    strategy = "auto"
+    if world_size > 1:
+        strategy = ModelParallelStrategy(data_parallel_size=world_size, tensor_parallel_size=1)
     trainer = L.Trainer(accelerator="cpu", devices=world_size, strategy=strategy, max_steps=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[record],
-                        accumulate_grad_batches=1)
+                        accumulate_grad_batches=1, gradient_clip_val=CLIP if case["kind"] == "sft" else None)
     data = items()
     if order is not None:
         data = [next(item for item in data if item["key"] == key) for key in order]
     loader = DataLoader(data, batch_size=GLOBAL_BATCH // world_size, collate_fn=collate, shuffle=False)
-    trainer.fit(module, loader)
+    from emorl.lalm.sharding import count_reduce_scatters, fsdp_modules
+
+    with count_reduce_scatters() as record.reductions:
+        trainer.fit(module, loader)
+    trained_units = sum(any(f.sharded_param.requires_grad for g in m._get_fsdp_state()._fsdp_param_groups
+                            for f in g.fsdp_params) for m in fsdp_modules(module.backbone.hf_model))
     rank = trainer.global_rank
     micro = 1
     if case["kind"] == "grpo":  # the objective: the logged mean over micro-batches times their number
         micro = -(-GLOBAL_BATCH // world_size * module.hparams.num_generations // module.hparams.logprob_micro_batch)
     return {"rank": rank, "keys": record.keys, "objective": [loss * micro for loss in record.losses],
-            "bytes": record.bytes, "weights": full_trainable(module), "start": start,
+            "bytes": record.bytes, "norms": record.norms,
+            "reductions": record.step_reductions, "trained_units": trained_units, "weights": full_trainable(module), "start": start,
             "sharding": shard_report(module.backbone.hf_model, rank, world_size) if world_size > 1 else []}
 
 
@@ -209,6 +227,30 @@ def rollout_check(case: dict, rank: int, world_size: int) -> dict:
             "texts": texts["sharded"], "plain_texts": texts["plain"]}
 
 
+def judge_check(case: dict, rank: int, world_size: int) -> dict:
+    """All-gathers during one judging call of a sharded judge, and its replies next to the same judge
+    unsharded (greedy)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from emorl.lalm.sharding import count_all_gathers, fsdp_modules
+    from emorl.rl.judge import Judge, judge_messages
+
+    mesh = init_device_mesh("cpu", (world_size,), mesh_dim_names=("data_parallel",))
+    answers = [f"<think>rank {rank} answer {i}: the voice is loud</think><answer>angry</answer>" for i in range(3)]
+    rows = [{"transcript": "hello there", "prosody": {"caption": "loud and fast"}}] * 3
+    out = {}
+    options = {"dtype": "float32", "batch_size": 2, "max_new_tokens": 6}
+    for name, judge in (("sharded", Judge(case["model"], **options).shard_over(mesh)),
+                        ("plain", Judge(case["model"], **options))):
+        judge._load()  # loaded (and sharded) on first use: before the counted call
+        with count_all_gathers() as gathers:
+            out[name] = judge.generate([judge_messages(a, r) for a, r in zip(answers, rows)])
+        out[f"{name}_gathers"] = gathers[0]
+        if name == "sharded":
+            out["units"] = sum(bool(m._get_fsdp_state()._fsdp_param_groups) for m in fsdp_modules(judge.lm.model))
+    return out
+
+
 def _worker(rank: int, world_size: int, port: int, cases: list[dict], out_dir: str) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size),
                        "RANK": str(rank), "LOCAL_RANK": str(rank), "NODE_RANK": "0", "OMP_NUM_THREADS": "1"})
@@ -217,6 +259,8 @@ def _worker(rank: int, world_size: int, port: int, cases: list[dict], out_dir: s
     for case in cases:
         if case["kind"] == "rollout":
             results.append(rollout_check(case, rank, world_size))
+        elif case["kind"] == "judge":
+            results.append(judge_check(case, rank, world_size))
         else:
             results.append(run_case(case, world_size))
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
@@ -233,6 +277,6 @@ def spawn_cases(cases: list[dict], out_dir: Path, world_size: int = 2) -> list[l
     import torch.multiprocessing as mp
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    cases = [{**case, "model": _model(case)} for case in cases]  # built once, here, not by every rank
+    cases = [{**case, "model": case.get("model") or _model(case)} for case in cases]  # built here, not per rank
     mp.spawn(_worker, args=(world_size, free_port(), cases, str(out_dir)), nprocs=world_size, join=True)
     return [json.loads(Path(out_dir, f"rank{r}.json").read_text()) for r in range(world_size)]

@@ -51,3 +51,26 @@ def test_the_7b_folder_has_qwen2_audio_7b_sizes_and_no_weights(tmp_path, size):
     assert (audio.d_model, audio.encoder_layers, audio.encoder_attention_heads, audio.encoder_ffn_dim,
             audio.num_mel_bins, audio.max_source_positions) == (1280, 32, 20, 5120, 128, 1500)
     assert not list(folder.glob("*.safetensors"))
+
+
+@pytest.mark.slow
+def test_strategy_fsdp_prints_the_split_under_fsdp_and_ddp_and_their_ratio(tmp_path):
+    import json
+    import os
+    import subprocess
+
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--strategy", "fsdp", "--steps", "1", "--warmup", "1",
+         "--new-tokens", "4", "--seconds", "1", "--generations", "2", "--full-finetune", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = done.stdout
+    assert "FSDP/DDP" in text and "whole step FSDP / DDP:" in text
+    for phase in ("generation", "decoding", "reference pass", "policy pass", "optimiser", "whole step"):
+        assert phase in text, phase
+    summary = json.loads(out.read_text())
+    assert summary["fsdp_over_ddp"] > 0
+    held = {name: sum(values.values()) for name, values in summary["held"].items()}
+    assert 0.45 < held["fsdp"] / held["ddp"] < 0.56  # rank 0 holds half the weights, gradients and AdamW states

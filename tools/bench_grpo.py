@@ -3,6 +3,7 @@
     python tools/bench_grpo.py                                    # tiny Qwen2-Audio, CPU (about a minute)
     python tools/bench_grpo.py --compare-trl                      # + TRL on the same text model (needs TRL)
     python tools/bench_grpo.py --size 7b --device cuda            # Qwen2-Audio-7B-Instruct's sizes, bf16, one GPU
+    python tools/bench_grpo.py --device cpu --strategy fsdp       # 2 CPU processes: FSDP2 vs DDP, same step
 
 What runs: :class:`emorl.models.grpo.GRPOLALM` itself, driven by a Lightning ``Trainer`` (manual
 optimisation, TensorBoard logging every step as configs/emorl_esr.yaml), on a randomly initialised
@@ -336,7 +337,8 @@ def run_emorl(args, folder: Path, work: Path, clock: Clock) -> dict:
         module = GRPOLALM(
             CLASSES, model=str(folder), dtype=args.dtype, num_generations=args.generations,
             max_new_tokens=args.new_tokens, beta=args.beta, temperature=1.0, top_p=1.0,
-            lora={"r": args.lora_r, "alpha": 2 * args.lora_r, "dropout": 0.05},
+            lora=None if args.full_finetune else {"r": args.lora_r, "alpha": 2 * args.lora_r, "dropout": 0.05},
+            full_finetune=args.full_finetune,
             gradient_checkpointing=args.gradient_checkpointing, logprob_micro_batch=args.micro_batch or args.generations,
             accumulate_grad_batches=1, gradient_clip_val=1.0, lr=1e-6, prompt_format="esr", answers_to_log=8,
         )
@@ -350,7 +352,8 @@ def run_emorl(args, folder: Path, work: Path, clock: Clock) -> dict:
               "params": sum(p.numel() for p in base), "lora_params": sum(p.numel() for p in lora)}
     if device.type == "cuda":
         memory["allocated_after_load"] = torch.cuda.memory_allocated()
-    clips = make_clips((args.warmup + args.steps) * args.prompts, args.seconds, args.seed)
+    per_rank = (args.warmup + args.steps) * args.prompts
+    clips = make_clips(per_rank * getattr(args, "processes", 1), args.seconds, args.seed)
     loader = torch.utils.data.DataLoader(ClipSet(clips), batch_size=args.prompts, shuffle=False, collate_fn=collate)
     rows: list[dict] = []
     floors: list[dict] = []
@@ -390,7 +393,8 @@ def run_emorl(args, folder: Path, work: Path, clock: Clock) -> dict:
             self.last_end = clock()
 
     trainer = L.Trainer(
-        max_steps=args.warmup + args.steps, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+        max_steps=args.warmup + args.steps, accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=getattr(args, "processes", 1), strategy=getattr(args, "trainer_strategy", "auto"),
         logger=_logger(work), log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Recorder()],
     )
@@ -401,6 +405,9 @@ def run_emorl(args, folder: Path, work: Path, clock: Clock) -> dict:
         memory["peak_steps"] = info.get("peak_steps", torch.cuda.max_memory_allocated())
         memory["peak_with_floor"] = torch.cuda.max_memory_allocated()
     memory["peak_rss_mib"] = _peak_rss_mib()
+    from emorl.lalm.sharding import local_bytes
+
+    memory["local"] = local_bytes(module, trainer.optimizers[0] if trainer.optimizers else None)
     for row in rows:
         row["step"] = row["inside"] + (row["gap"] or 0.0)
         row["other"] = row["step"] - sum(row[k] for k in ("generate", "rewards", "reference", "policy", "optimizer"))
@@ -624,6 +631,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length")
     parser.add_argument("--beta", type=float, default=0.04)
     parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument("--full-finetune", action="store_true", help="train every language-model weight (no LoRA)")
+    parser.add_argument("--strategy", choices=["single", "fsdp"], default="single",
+                        help="fsdp: the same step under FSDP2 and under DDP, 2 CPU processes each "
+                             "(tools/bench_grpo_parallel.py), and their ratio")
     parser.add_argument("--micro-batch", type=int, default=None, help="answers per log-prob forward (default: G)")
     parser.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
@@ -641,6 +652,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.new_tokens = args.new_tokens or (256 if big else 64)
     if args.steps < 1:
         parser.error("--steps must be >= 1")
+    if args.strategy == "fsdp" and (args.device != "cpu" or args.compare_trl):
+        parser.error("--strategy fsdp runs 2 CPU processes (--device cpu), without --compare-trl")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no CUDA device")
     return args
@@ -670,6 +683,13 @@ def main(argv=None) -> int:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             work = Path(tmp)
             folder = build_model_folder(args.size, work / "model")
+            if args.strategy == "fsdp":
+                from bench_grpo_parallel import compare_fsdp_with_ddp
+
+                summary = compare_fsdp_with_ddp(args, folder, work)
+                if args.json:
+                    Path(args.json).write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+                return 0
             emorl = run_emorl(args, folder, work, clock)
             trl_result = run_trl(args, emorl, work, clock) if args.compare_trl else None
             summary = report(args, emorl, trl_result)

@@ -226,13 +226,7 @@ class Backbone:
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, value in state_dict.items():
-                param = params[name]
-                value = value.to(param.device, param.dtype)
-                if hasattr(param, "device_mesh") and not hasattr(value, "device_mesh"):  # a DTensor shard
-                    from torch.distributed.tensor import distribute_tensor
-
-                    value = distribute_tensor(value, param.device_mesh, param.placements)
-                param.copy_(value)
+                params[name].copy_(value.to(params[name].device, params[name].dtype))
 
     @contextlib.contextmanager
     def adapter_disabled(self):

@@ -1,7 +1,7 @@
 """FSDP2 (``torch.distributed.fsdp.fully_shard``) for the audio-language backbones and the judge.
 
-    from emorl.lalm.sharding import shard_backbone, unsharded
-    shard_backbone(backbone, mesh, compute_dtype=torch.bfloat16)   # in configure_model
+    from emorl.lalm.sharding import shard_model, unsharded
+    shard_model(backbone.hf_model, mesh, torch.bfloat16, fp32_masters=True)   # in configure_model
     with unsharded(backbone.hf_model):                             # one all-gather per unit
         result = generate(backbone, prompts, ...)                  # no gather per decoding step
 
@@ -12,7 +12,8 @@ transformers model). emorl calls the embeddings, the audio tower, the inner text
 ``lm_head`` directly (prompt embeddings once per clip, the answers' log-probs with the vocabulary
 in chunks), not through the root's forward, so each of them is a unit of its own: FSDP gathers a
 unit's weights in that unit's own forward. The root holds no weight; it is lazily initialised
-right after sharding so that it is the FSDP root whatever runs first.
+right after sharding so that it is the FSDP root whatever runs first, and every unit is gathered
+and freed once, one at a time (see :func:`shard_model`).
 
 **Precision**: ``MixedPrecisionPolicy(param_dtype=compute dtype, reduce_dtype=float32)``: the
 shards keep the weights' own dtype (fp32 masters for what is trained under full fine-tuning,
@@ -119,6 +120,12 @@ def shard_model(hf_model: nn.Module, mesh, compute_dtype: torch.dtype, fp32_mast
     # emorl calls units (embeddings, audio tower, lm_head) before any root forward: make the root
     # the root now, or the first unit called would claim it (FSDP's root is the first to run)
     hf_model._get_fsdp_state()._lazy_init()
+    # gather and free every unit once: with a reduce dtype, FSDP's end-of-backward callback touches
+    # the unsharded parameters of every unit, including one never run so far (Omni's vision tower)
+    # and fails on a unit never gathered; one unit at a time, so peak memory is one unit's weights
+    for module in fsdp_modules(hf_model):
+        module.unshard()
+        module.reshard()
     return [name for name, _ in units]
 
 
@@ -167,23 +174,33 @@ def gradient_sync(root: nn.Module, enabled: bool) -> Iterator[None]:
 
 # -- counting (tests, benchmarks) ---------------------------------------------------------------------
 @contextlib.contextmanager
-def count_all_gathers() -> Iterator[list[int]]:
-    """Counts FSDP2's parameter all-gathers inside the block (one per unit gathered):
-    ``with count_all_gathers() as n: ...; n[0]``."""
+def _counting(name: str) -> Iterator[list[int]]:
     from torch.distributed.fsdp._fully_shard import _fsdp_param_group as group_module
 
-    original = group_module.foreach_all_gather
+    original = getattr(group_module, name)
     count = [0]
 
     def counting(*args, **kwargs):
         count[0] += 1
         return original(*args, **kwargs)
 
-    group_module.foreach_all_gather = counting
+    setattr(group_module, name, counting)
     try:
         yield count
     finally:
-        group_module.foreach_all_gather = original
+        setattr(group_module, name, original)
+
+
+def count_all_gathers():
+    """Counts FSDP2's parameter all-gathers inside the block (one per unit gathered):
+    ``with count_all_gathers() as n: ...; n[0]``."""
+    return _counting("foreach_all_gather")
+
+
+def count_reduce_scatters():
+    """Counts FSDP2's gradient reduce-scatters inside the block (one per unit with gradients per
+    reducing backward): ``with count_reduce_scatters() as n: ...; n[0]``."""
+    return _counting("foreach_reduce")
 
 
 def local_tensor(tensor: torch.Tensor) -> torch.Tensor:

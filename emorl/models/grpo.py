@@ -12,7 +12,8 @@ Each training step (manual optimisation):
    follows its schedule) and turned into group-normalised advantages;
 3. when ``beta > 0`` the reference log-probs are computed from the same embeddings, with the LoRA
    adapter switched off (no second copy of the weights) or, under full fine-tuning, with a
-   frozen copy (sharded like the policy under FSDP); when ``num_iterations > 1`` the sampling policy's log-probs are kept;
+   frozen copy (sharded like the policy under FSDP); when ``num_iterations > 1`` the sampling
+   policy's log-probs are kept;
 4. the clipped policy-gradient loss (:func:`emorl.rl.loss.grpo_loss`, normalisation
    ``loss_type``) is backpropagated ``logprob_micro_batch`` answers at a time, gradients are
    accumulated over ``accumulate_grad_batches`` batches and clipped, then the optimiser steps;
@@ -66,7 +67,7 @@ from emorl.prompts import DEFAULT_SYSTEM_PROMPT, PromptBuilder
 from emorl.rl.loss import grpo_loss
 from emorl.rl.ptr import PTRRewards
 from emorl.rl.rewards import RewardContext, RewardSet
-from emorl.rl.rollout import Rollout, RolloutOptions, sample_rollout
+from emorl.rl.rollout import Rollout, RolloutOptions, rollout_metrics, sample_rollout
 from emorl.rl.schedule import alpha_at
 from emorl.rng import capture_all_ranks, restore_this_rank
 
@@ -175,10 +176,13 @@ class GRPOLALM(L.LightningModule):
         self.alpha = float(alpha_start)
         self.test_results: dict[str, dict[str, float]] = {}
         if init_checkpoint:
+            if full_finetune:  # fp32 masters before loading: the SFT checkpoint's are not rounded to dtype
+                self.backbone.use_fp32_masters()
             load_trained_weights(self, init_checkpoint)
         self.reference = None
         if full_finetune and beta > 0:  # no adapter to switch off: a frozen copy of the start (never saved)
-            self.reference = [copy.deepcopy(self.backbone.hf_model).requires_grad_(False).eval()]
+            reference = copy.deepcopy(self.backbone.hf_model).requires_grad_(False).eval()
+            self.reference = [reference.to(self.backbone.compute_dtype)]  # frozen: in dtype, not fp32
 
     def configure_model(self) -> None:
         """FSDP2 under ``ModelParallelStrategy`` (the reference copy too), fp32 masters under full
@@ -326,21 +330,7 @@ class GRPOLALM(L.LightningModule):
         return loss, stats
 
     def _log_rollout(self, rollout: Rollout, batch_idx: int) -> None:
-        lengths = rollout.completion_mask.sum(-1).float()
-        values = {
-            "train/reward": rollout.rewards.mean(), "train/reward_std": rollout.rewards.std(),
-            "train/zero_std_groups": rollout.zero_std.float().mean(), "train/accuracy": rollout.correct.float().mean(),
-            "train/alpha": torch.tensor(self.alpha), "train/answer_length": lengths.mean(),
-            "train/answer_length_max": lengths.max(), "train/truncated": rollout.truncated.float().mean(),
-            "train/time_generate": torch.tensor(rollout.timings["generate"]),
-            "train/time_rewards": torch.tensor(rollout.timings["rewards"]),
-            "train/time_reference": torch.tensor(rollout.timings["reference"]),
-        }
-        for name, component in rollout.components.items():
-            values[f"train/reward/{name}"] = component.mean()
-            values[f"train/reward/{name}_std"] = component.std()
-        # the share of answers in the prompt's format, whatever the rewards (format_ir also needs the right label)
-        values["train/format_rate"] = torch.tensor([float(self.prompts.format.matches(t)) for t in rollout.texts]).mean()
+        values = rollout_metrics(rollout, self.alpha, self.prompts.format.matches)
         self.log_dict({k: v.float() for k, v in values.items()}, sync_dist=True, batch_size=1, prog_bar=False)
         if batch_idx % max(self.trainer.log_every_n_steps, 1) == 0:
             rows = [{"key": str(int(i)), "label": label, "prediction": f"reward {float(r):.2f}", "text": text}

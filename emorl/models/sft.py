@@ -169,6 +169,8 @@ class SFTLALM(L.LightningModule):
         self.task_counts: Counter = Counter()  # training clips per task, this epoch
         self.fallback_tasks = 0  # training clips drawn for prosody whose row had no bins, this epoch
         if init_checkpoint:
+            if full_finetune:  # fp32 masters before loading: a full-fine-tuning checkpoint's are not rounded
+                self.backbone.use_fp32_masters()
             load_trained_weights(self, init_checkpoint)
 
     def uses(self, task: str) -> bool:

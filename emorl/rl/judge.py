@@ -238,22 +238,36 @@ class Judge:
         self.label_options = list(label_options) if label_options else None
         self.criteria = tuple(criteria)
         self.lm = None
+        self.mesh = None
         self.calls = 0
         self.unparsable = 0
         self.batches = 0
 
     def to(self, device: str | torch.device) -> Judge:
-        """Run on ``device`` from now on (moves a loaded model)."""
+        """Run on ``device`` from now on (moves a loaded model; a sharded judge stays where it is)."""
+        if self.mesh is not None:
+            return self
         self.device = torch.device(device)
         if self.lm is not None:
             self.lm.to(self.device)
+        return self
+
+    def shard_over(self, mesh) -> Judge:
+        """Shard the judge with FSDP2 over ``mesh`` (GRPO under FSDP: the policy's data-parallel
+        ranks): each rank holds 1/N of its weights, and every :meth:`score` call gathers them once
+        (all ranks judge together) and reshards after. Loaded on the host first, then sharded."""
+        self.mesh = mesh
+        if self.lm is not None:
+            self.lm.shard(mesh)
         return self
 
     def _load(self):
         if self.lm is None:
             from emorl.textlm import TextLM
 
-            self.lm = TextLM(self.model_path, self.dtype, self.device or "cpu")
+            self.lm = TextLM(self.model_path, self.dtype, "cpu" if self.mesh is not None else self.device or "cpu")
+            if self.mesh is not None:
+                self.lm.shard(self.mesh)
         return self.lm
 
     def generate(self, conversations: Sequence[list[dict]]) -> list[str]:

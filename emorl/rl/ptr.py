@@ -240,7 +240,9 @@ class PTRRewards:
         config: the ``ptr:`` settings.
         judge: a :class:`Judge` (or anything with ``score(answers, rows)`` and the counters).
 
-    The judge follows the policy's device (:meth:`hook_on`) unless its config fixed one.
+    The judge follows the policy's device (:meth:`hook_on`) unless its config fixed one; under FSDP
+    it is sharded over the policy's data-parallel ranks instead (:meth:`Judge.shard_over`, called by
+    ``GRPOLALM.configure_model``) and gathered once per judging call.
     """
 
     def __init__(self, config: PTRConfig, judge) -> None:

@@ -154,6 +154,27 @@ def sample_rollout(
     )
 
 
+def rollout_metrics(rollout: Rollout, alpha: float, in_format: Callable[[str], bool]) -> dict[str, torch.Tensor]:
+    """What GRPO logs of a rollout (``train/...``): rewards and their components, the share of
+    zero-std groups, accuracy, alpha, answer lengths, truncation, the phases' seconds and the share
+    of answers ``in_format`` (the prompt's format, whatever the rewards)."""
+    lengths = rollout.completion_mask.sum(-1).float()
+    values = {
+        "train/reward": rollout.rewards.mean(), "train/reward_std": rollout.rewards.std(),
+        "train/zero_std_groups": rollout.zero_std.float().mean(), "train/accuracy": rollout.correct.float().mean(),
+        "train/alpha": torch.tensor(alpha), "train/answer_length": lengths.mean(),
+        "train/answer_length_max": lengths.max(), "train/truncated": rollout.truncated.float().mean(),
+        "train/time_generate": torch.tensor(rollout.timings["generate"]),
+        "train/time_rewards": torch.tensor(rollout.timings["rewards"]),
+        "train/time_reference": torch.tensor(rollout.timings["reference"]),
+    }
+    for name, component in rollout.components.items():
+        values[f"train/reward/{name}"] = component.mean()
+        values[f"train/reward/{name}_std"] = component.std()
+    values["train/format_rate"] = torch.tensor([float(in_format(t)) for t in rollout.texts]).mean()
+    return values
+
+
 def _clock(backbone) -> float:
     """``perf_counter`` once the backbone's device has finished its queued work (CUDA is asynchronous)."""
     device = getattr(backbone, "device", None)
