@@ -136,9 +136,19 @@ _GIVEN = re.compile(r"Given value: (.*)")
 _EXPECTED = re.compile(r"Expected a <class '([^']+)'>")
 
 
-def parse_error_line(message: str) -> str:
+def _first_error(text: str) -> str | None:
+    """The first of a Union error's bullets that is not "Expected a <class 'NoneType'>", on one line."""
+    if "Errors:" not in text:
+        return None
+    errors = text.split("Errors:", 1)[1].split("Given value type:", 1)[0]
+    bullets = [" ".join(b.split()) for b in re.split(r"\n\s*- ", "\n" + errors) if b.strip()]
+    bullets = [b for b in bullets if not b.startswith("Expected a <class 'NoneType'>")]
+    return bullets[0] if bullets else None
+
+
+def parse_error_line(message: str, command: str = "fit") -> str:
     """jsonargparse's parse error (often dozens of lines) as one line: the option, the value given,
-    the types it takes, or the error's last meaningful line."""
+    the types it takes, or its first real error."""
     text = str(message)
     if "File does not exist" in text or "Unable to load config" in text:
         found = re.search(r"File does not exist: '?([^'\n]+)'?", text)
@@ -148,14 +158,18 @@ def parse_error_line(message: str) -> str:
     if key:
         given = _GIVEN.findall(text)
         expected = sorted({e for e in _EXPECTED.findall(text) if e != "NoneType"})
-        if given and expected:
+        first = _first_error(text)
+        if given and expected and (first is None or first.startswith("Expected a")):
             return (f"--{key.group(1)} {given[-1].strip()}: expected {' or '.join(expected)}, "
-                    f"see `emorl <command> --help` for the option")
-        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("-")]
-        detail = lines[1] if len(lines) > 1 else ""
-        return f"--{key.group(1)}: {detail or 'not valid'}"
+                    f"see `emorl {command} --help` for the option")
+        if first:
+            hint = f"`emorl {command} --{key.group(1)}.help CLASS` lists a class's options" if key.group(1) in (
+                "model", "data", "trainer.logger", "trainer.callbacks") else f"see `emorl {command} --help`"
+            return f"--{key.group(1)}: {first}, {hint}"
+        lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+        return f"--{key.group(1)}: {lines[0] if lines else 'not valid'}, see `emorl {command} --help`"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else "the command line could not be parsed"
+    return (lines[0] if lines else "the command line could not be parsed") + f", see `emorl {command} --help`"
 
 
 # -- emorl predict --ckpt_path CKPT, without a config ----------------------------------------------------

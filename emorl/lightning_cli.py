@@ -81,9 +81,18 @@ class EmorlCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
     def parse_arguments(self, parser, args) -> None:
-        """Also ``--ckpt_path last`` -> the newest last / SIGTERM checkpoint of this run name (:mod:`emorl.faults`)."""
-        super().parse_arguments(parser, args)
+        """Parse errors as one line and exit status 2 (:func:`emorl.cli_checks.parse_error_line`); also
+        ``--ckpt_path last`` -> the newest last / SIGTERM checkpoint of this run name (:mod:`emorl.faults`)."""
+        from argparse import ArgumentError
+
         self.argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:]
+        command = self.argv[0] if self.argv and self.argv[0] in self.subcommands() else "fit"
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            from emorl.errors import report
+
+            sys.exit(report(command, EmorlError(cli_checks.parse_error_line(str(err), command))))
         faults.resolve_ckpt_path_last(self.config)
         subcommand = self.config.get("subcommand")
         if subcommand:
@@ -279,16 +288,12 @@ def with_checkpoint_config(argv: list[str]) -> list[str]:
 def run_lightning(argv: list[str]) -> None:
     """``emorl fit|validate|test|predict ARGS``: parse, build and run; a user's mistake found on the way
     (:func:`emorl.errors.user_error_types`) ends in one line and exit status 2."""
-    from argparse import ArgumentError
-
     from emorl.errors import find_user_error, report, user_error_types
 
     command = argv[0] if argv and not argv[0].startswith("-") else "fit"
     try:
         argv = with_checkpoint_config(argv)
         EmorlCLI(args=argv)
-    except ArgumentError as err:  # jsonargparse's parse error: many lines -> one
-        sys.exit(report(command, EmorlError(cli_checks.parse_error_line(str(err)).replace("<command>", command))))
     except Exception as err:
         found = find_user_error(err, user_error_types())
         if found is None:

@@ -48,6 +48,13 @@ CASES = {  # name: (argv after the corpus options, the line's start after "emorl
     "a value of the wrong type": (
         ["fit", "--config", ACOUSTIC, "--trainer.max_epochs", "abc"],
         "--trainer.max_epochs abc: expected int, see `emorl fit --help` for the option"),
+    "a misspelled option of the model": (
+        ["fit", "--config", ACOUSTIC, "--model.init_args.hiden_dim", "3"],
+        "--model: Problem with given class_path 'emorl.models.acoustic.AcousticBaseline': Option 'hiden_dim' is "
+        "not accepted, `emorl fit --model.help CLASS` lists a class's options"),
+    "a value outside the choices": (
+        ["fit", "--config", ACOUSTIC, "--data.duration_mode", "cut"],
+        "--data.duration_mode: Expected a typing.Literal['skip', 'truncate', 'keep']. Got value: cut"),
     "a config that does not exist": (
         ["fit", "--config", "{tmp}/nope.yaml"],
         "--config {tmp}/nope.yaml: no such file, give the path of a YAML config"),
