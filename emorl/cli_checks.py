@@ -124,10 +124,49 @@ def portable_overrides(typed: Mapping[str, Any], checkpoint_hparams: Mapping[str
 
 
 # -- run names ---------------------------------------------------------------------------------------
+def model_stem(model: Any) -> str:
+    """A base model's name: a zoo name as it is, a folder's last part."""
+    return Path(str(model).rstrip("/")).name or str(model)
+
+
 def run_name_for_model(name: str, model: str) -> str:
-    """``<config's run name>-<the model's name>``: a run trained on a typed base model is told apart."""
-    stem = Path(str(model).rstrip("/")).name or str(model)
+    """``<config's run name>-<the model's name>``: a run on a typed base model is told apart."""
+    stem = model_stem(model)
     return name if stem in name else f"{name}-{stem}"
+
+
+def config_files_value(argv: Sequence[str], keys: Sequence[str]) -> Any:
+    """The value at ``keys`` (e.g. ``("model", "init_args", "model")``) in the ``--config`` files of
+    ``argv`` (the last one that sets it), before the command line's options; None when unset."""
+    import yaml
+
+    value = None
+    for i, arg in enumerate(argv):
+        if arg not in ("--config", "-c") or i + 1 >= len(argv):
+            continue
+        source = argv[i + 1]
+        try:
+            text = Path(source).read_text(encoding="utf-8") if Path(source).is_file() else source
+            node = yaml.safe_load(text)
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        for key in keys:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if node is not None:
+            value = node
+    return value
+
+
+def typed_model_name(argv: Sequence[str], init_args: Any) -> str | None:
+    """The base model typed on the command line (``--model.init_args.model`` / ``upstream``) when it
+    names another model than the config files' (``tiny/qwen2-audio-7b-instruct`` for the zoo's
+    ``qwen2-audio-7b-instruct`` is the same model), else None."""
+    for key in typed_model_args(argv):
+        if key in MODEL_NAME_KEYS and init_args is not None and init_args.get(key):
+            configured = config_files_value(argv, ("model", "init_args", key))
+            if configured is None or model_stem(configured) != model_stem(init_args.get(key)):
+                return str(init_args.get(key))
+    return None
 
 
 # -- parse errors ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -88,15 +89,29 @@ class EmorlCLI(LightningCLI):
         self.argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:]
         command = self.argv[0] if self.argv and self.argv[0] in self.subcommands() else "fit"
         try:
-            super().parse_arguments(parser, args)
+            with warnings.catch_warnings():  # `emorl` passes its argv on: not the mistake Lightning warns of
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+                super().parse_arguments(parser, args)
         except ArgumentError as err:
             from emorl.errors import report
 
             sys.exit(report(command, EmorlError(cli_checks.parse_error_line(str(err), command))))
-        faults.resolve_ckpt_path_last(self.config)
         subcommand = self.config.get("subcommand")
         if subcommand:
-            cli_checks.check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+            self._name_after_typed_model(self.config[subcommand])
+        faults.resolve_ckpt_path_last(self.config)
+
+    def _name_after_typed_model(self, config) -> None:
+        """A run on a base model typed on the command line (not the config's) is named after it
+        (``<run name>-<model>``, unless ``--trainer.logger...`` is typed too), before ``--ckpt_path
+        last`` looks for the run's checkpoints."""
+        init_args = (config.get("model") or {}).get("init_args") if config.get("model") else None
+        typed = cli_checks.typed_model_name(self.argv, init_args)
+        logger = (config.get("trainer") or {}).get("logger")
+        logger_args = logger.get("init_args") if hasattr(logger, "get") else None
+        if (typed and logger_args is not None and logger_args.get("name")
+                and not any(arg.startswith("--trainer.logger") for arg in self.argv)):
+            logger_args["name"] = cli_checks.run_name_for_model(logger_args["name"], typed)
 
     def _set_seed(self) -> None:
         """Lightning's seeding without its "Seed set to N" line (the config says the seed)."""
@@ -156,7 +171,7 @@ class EmorlCLI(LightningCLI):
         """
         subcommand = self.config.get("subcommand")
         if subcommand and not self.parse_only:
-            self._check_and_name(subcommand)
+            self._check_before_building(subcommand)
         if subcommand not in ("validate", "test", "predict"):
             return
         config = self.config[subcommand]
@@ -168,17 +183,11 @@ class EmorlCLI(LightningCLI):
                      subcommand, init_args.init_checkpoint)
             init_args.init_checkpoint = None
 
-    def _check_and_name(self, subcommand: str) -> None:
-        """The accelerator guard, and a run whose base model was typed is named after it."""
-        config = self.config[subcommand]
-        cli_checks.check_accelerator(config.get("trainer"), cli_checks.visible_gpus())
-        typed = [k for k in cli_checks.typed_model_args(self.argv) if k in cli_checks.MODEL_NAME_KEYS]
-        renamed = any(arg.startswith("--trainer.logger") for arg in self.argv)
-        init_args = (config.get("model") or {}).get("init_args") if config.get("model") else None
-        logger = config.get("trainer", {}).get("logger")
-        logger_args = logger.get("init_args") if hasattr(logger, "get") else None
-        if typed and not renamed and init_args is not None and logger_args is not None and logger_args.get("name"):
-            logger_args["name"] = cli_checks.run_name_for_model(logger_args["name"], init_args.get(typed[0]))
+    def _check_before_building(self, subcommand: str) -> None:
+        """A ``--ckpt_path`` that names nothing, and the accelerator guard (not for ``parse_only``: a
+        GPU config parses on any machine)."""
+        cli_checks.check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+        cli_checks.check_accelerator(self.config[subcommand].get("trainer"), cli_checks.visible_gpus())
 
     def instantiate_classes(self) -> None:
         if not self.parse_only:
@@ -291,6 +300,13 @@ def run_lightning(argv: list[str]) -> None:
     from emorl.errors import find_user_error, report, user_error_types
 
     command = argv[0] if argv and not argv[0].startswith("-") else "fit"
+    if "--help" in argv or "-h" in argv:  # `--model.help` and `--model` list emorl's modules once imported
+        import importlib
+
+        from emorl.models.identity import KINDS
+
+        for class_path in KINDS:
+            importlib.import_module(class_path.rsplit(".", 1)[0])
     try:
         argv = with_checkpoint_config(argv)
         EmorlCLI(args=argv)

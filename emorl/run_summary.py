@@ -105,8 +105,13 @@ def log_method_hparams(trainer, model, results: Mapping[str, Mapping[str, float]
     corpus = getattr(getattr(getattr(trainer, "datamodule", None), "corpus", None), "name", None)
     model_class = f"{type(model).__module__}.{type(model).__qualname__}"
     params, metrics = method_hparams(model_class, hparams, corpus), test_hp_metrics(results)
+    import inspect
+
     for logger in trainer.loggers:
-        logger.log_hyperparams(params, metrics=metrics) if metrics else logger.log_hyperparams(params)
+        if metrics and "metrics" in inspect.signature(logger.log_hyperparams).parameters:  # TensorBoard
+            logger.log_hyperparams(params, metrics=metrics)
+        else:  # CSV, W&B: the parameters; the test scores are logged as scalars already
+            logger.log_hyperparams(params)
 
 
 def quiet_hp_metric(trainer) -> None:

@@ -127,3 +127,10 @@ def test_the_command_line_pieces_the_checks_read():
     cli_checks.check_accelerator({"accelerator": "gpu", "devices": 8}, gpus_visible=8)
     assert cli_checks.run_name_for_model("sft_ir", "/models/qwen2-audio-7b-instruct/") == "sft_ir-qwen2-audio-7b-instruct"
     assert cli_checks.run_name_for_model("sft_ir-tiny", "/elsewhere/tiny") == "sft_ir-tiny"
+    # the same model by another path is not another model: the run keeps the config's name
+    config = ["test", "--config", SFT]  # model: data/models/tiny-qwen2-audio
+    assert cli_checks.config_files_value(config, ("model", "init_args", "model")) == "data/models/tiny-qwen2-audio"
+    typed = [*config, "--model.init_args.model", "/x/tiny-qwen2-audio"]
+    assert cli_checks.typed_model_name(typed, {"model": "/x/tiny-qwen2-audio"}) is None
+    typed = [*config, "--model.init_args.model", "/x/qwen2-audio-7b-instruct"]
+    assert cli_checks.typed_model_name(typed, {"model": "/x/qwen2-audio-7b-instruct"}) == "/x/qwen2-audio-7b-instruct"
