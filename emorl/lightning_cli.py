@@ -115,11 +115,9 @@ class EmorlCLI(LightningCLI):
 
     def _set_seed(self) -> None:
         """Lightning's seeding without its "Seed set to N" line (the config says the seed)."""
-        import logging as _logging
-
-        seed_log = _logging.getLogger("lightning.fabric.utilities.seed")
+        seed_log = logging.getLogger("lightning.fabric.utilities.seed")
         level = seed_log.level
-        seed_log.setLevel(_logging.WARNING)
+        seed_log.setLevel(logging.WARNING)
         try:
             super()._set_seed()
         finally:
@@ -285,8 +283,9 @@ def with_checkpoint_config(argv: list[str]) -> list[str]:
     if not argv or argv[0] != "predict" or any(a in ("--config", "-c") or a.startswith("--config=") for a in argv):
         return argv
     ckpt_path = cli_checks.option_value(argv, "--ckpt_path")
-    if not ckpt_path or not cli_checks.option_value(argv, "--data.predict_path"):
-        return argv
+    if (not ckpt_path or ckpt_path in cli_checks.SPECIAL_CKPT_PATHS
+            or not cli_checks.option_value(argv, "--data.predict_path")):
+        return argv  # `--ckpt_path last` names a run of a config: it needs --config
     cli_checks.check_ckpt_path(ckpt_path)
     from emorl.models.checkpoints import read_checkpoint
 

@@ -4,6 +4,8 @@ record of its checkpoint and training run, the HParams tab's method and real tes
 
 One acoustic-baseline fit (in this process, seconds) serves every test of the file."""
 
+import contextlib
+import io
 import json
 import shutil
 
@@ -35,14 +37,9 @@ def trained(tmp_path_factory):
     }
     path = tmp / "ac.yaml"
     path.write_text(yaml.safe_dump(config))
-    capture = pytest.MonkeyPatch()
-    import contextlib
-    import io
-
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         main(["fit", "--config", str(path)])
-    capture.undo()
     return tmp, path, tmp / "runs/ac/version_0/checkpoints/best.ckpt", out.getvalue()
 
 
