@@ -58,14 +58,11 @@ def verbose() -> bool:
 
 def one_line(err: BaseException) -> str:
     """The error's one line: its ``one_line`` attribute when it has one (a short form of a long
-    message, e.g. a zoo model that is not here), else its text with the lines after the first
-    replaced by a pointer to ``--verbose``."""
+    message, e.g. a zoo model that is not here), else its text with its lines joined."""
     short = getattr(err, "one_line", None)
     if short:
         return short
-    text = str(err).strip()
-    first, _, rest = text.partition("\n")
-    return first + (" (the details: --verbose)" if rest.strip() else "")
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
 def report(command: str, err: BaseException) -> int:

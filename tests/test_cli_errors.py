@@ -96,6 +96,10 @@ def test_verbose_shows_the_traceback_and_an_internal_error_keeps_it(corpus, tmp_
     code, lines = _error_lines(capsys, ["--verbose", *argv])
     assert code == 2 and lines[0].startswith("Traceback (most recent call last)") and len(lines) > 3
     assert lines[-1].startswith("emorl test: error: --ckpt_path")
+    from emorl.errors import one_line
+
+    assert one_line(ValueError("X is sharded; consolidate it first:\n    python -m tool X")) == (
+        "X is sharded; consolidate it first: python -m tool X")  # the what-to-do of a second line is kept
     monkeypatch.delenv("EMORL_TRACEBACK", raising=False)
     with pytest.raises(ZeroDivisionError):  # a bug is not a user error: its traceback stays
         from emorl.errors import find_user_error, user_error_types
