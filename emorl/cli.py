@@ -15,7 +15,6 @@ the feature cache's "extracting N clips", skipped clips, what a checkpoint repla
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import Sequence
@@ -33,29 +32,6 @@ GLOBAL_OPTIONS = {
     "--verbose": "a user error's traceback and full text (or EMORL_TRACEBACK=1)",
     "--log-level LEVEL": "emorl's log lines: DEBUG | INFO (default) | WARNING | ERROR",
 }
-
-
-class _StderrHandler(logging.Handler):
-    """Writes to the ``sys.stderr`` of the moment (pytest and the demo's console swap it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stderr.write(self.format(record) + "\n")
-        except Exception:  # noqa: BLE001 - logging must never end a run
-            self.handleError(record)
-
-
-def configure_logging(level: str | None = None) -> None:
-    """emorl's loggers (``emorl.*``) on stderr at ``level`` (first call: INFO); other libraries'
-    stay as they are (Lightning's root logger at WARNING hid emorl's INFO lines)."""
-    logger = logging.getLogger("emorl")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(level.upper() if level else "INFO")
-    elif level:
-        logger.setLevel(level.upper())
 
 
 def take_global_options(argv: list[str]) -> tuple[list[str], bool, str]:
@@ -100,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(overview())
         return
+    from emorl.log_setup import configure_logging
+
     configure_logging(level)
     if argv[0] in LIGHTNING_SUBCOMMANDS or argv[0].startswith("-"):
         from emorl.lightning_cli import run_lightning

@@ -216,7 +216,7 @@ COMMANDS = ("data", "zoo", "demo", "export", "report")
 
 def run_command(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    from emorl.cli import configure_logging
+    from emorl.log_setup import configure_logging
 
     configure_logging()  # emorl's INFO lines (a --log-level given to `emorl` is kept)
     try:
