@@ -138,3 +138,15 @@ def test_the_command_line_pieces_the_checks_read():
     assert cli_checks.typed_model_name(typed, {"model": "/x/tiny-qwen2-audio"}) is None
     typed = [*config, "--model.init_args.model", "/x/qwen2-audio-7b-instruct"]
     assert cli_checks.typed_model_name(typed, {"model": "/x/qwen2-audio-7b-instruct"}) == "/x/qwen2-audio-7b-instruct"
+
+
+def test_a_base_model_named_through_emorl_models_is_found_on_any_machine(tmp_path, monkeypatch):
+    from emorl import zoo
+
+    (tmp_path / "here" / "tiny").mkdir(parents=True)
+    (tmp_path / "here" / "tiny" / "config.json").write_text("{}")
+    monkeypatch.setenv("EMORL_MODELS", str(tmp_path / "here"))
+    assert zoo.resolve("$EMORL_MODELS/tiny") == tmp_path / "here" / "tiny"
+    monkeypatch.setenv("EMORL_MODELS", str(tmp_path / "elsewhere"))
+    with pytest.raises(zoo.ModelNotFoundError, match=f"model folder {tmp_path}/elsewhere/tiny does not exist"):
+        zoo.resolve("$EMORL_MODELS/tiny")
