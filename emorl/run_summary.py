@@ -137,7 +137,7 @@ class EmorlProgressBar(TQDMProgressBar):
         super().on_train_epoch_start(trainer, pl_module)
         if self.counts_steps(trainer, pl_module):
             self.train_progress_bar.reset(total=trainer.max_steps)
-            self.train_progress_bar.n = trainer.global_step
+            self.train_progress_bar.initial = self.train_progress_bar.n = trainer.global_step  # a resumed run
             self.train_progress_bar.set_description("optimiser steps")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
