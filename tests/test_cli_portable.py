@@ -26,7 +26,8 @@ def test_a_moved_run_tests_from_its_new_folder_with_the_typed_model(tmp_path, ca
                                "init_args": {"save_dir": "runs", "name": "sft"}}},
         "model": {"class_path": "emorl.models.sft.SFTLALM",
                   "init_args": {"model": "placeholder", "prompt_format": "ir", "lora": None, "full_finetune": False,
-                                "train_projector": True, "dtype": "float32", "max_new_tokens": 4}},
+                                "train_projector": True, "dtype": "float32", "max_new_tokens": 4,
+                                "system_prompt": "Answer in one word."}},
         "data": {"data_dir": str(corpus.root), "batch_size": 4, "eval_batch_size": 8, "val_fraction": 0.25},
     }
     (tmp_path / "sft.yaml").write_text(yaml.safe_dump(config))
@@ -52,6 +53,22 @@ def test_a_moved_run_tests_from_its_new_folder_with_the_typed_model(tmp_path, ca
     record = json.loads((elsewhere / "runs" / run.parent.name / "version_1" / "test_results.json").read_text())
     assert record["checkpoint"] == str(moved_ckpt) and record["training_run"] == str(moved_run)
     assert set(record["test_sets"]) == {"tiny"}
+
+    # predict from the moved checkpoint alone: its classes and prompt, the typed model, no corpus
+    clips = elsewhere / "my_clips"
+    clips.mkdir()
+    for wav in sorted((tmp_path / "corpus").rglob("*.wav"))[:2]:
+        shutil.copy(wav, clips / wav.name)
+    main(["predict", "--ckpt_path", str(moved_ckpt), "--data.predict_path", str(clips), "--model.init_args.model",
+          new_model, "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"])
+    predict_run = elsewhere / "runs" / run.parent.name / "version_2"
+    rows = [json.loads(line) for line in (predict_run / "predictions.jsonl").read_text().splitlines()]
+    assert {r["test_set"] for r in rows} == {"my_clips"} and len(rows) == 2 and all("text" in r for r in rows)
+    used = yaml.safe_load((predict_run / "config.yaml").read_text())
+    assert used["model"]["init_args"]["system_prompt"] == "Answer in one word."  # the checkpoint's prompt
+    assert used["model"]["init_args"]["model"] == new_model
+    assert used["data"]["label_names"] == ["neutral", "happy", "sad", "angry"] and used["data"]["data_dir"] is None
+    capsys.readouterr()
 
     # without the option the checkpoint's old folder is used, and its absence is one line
     with pytest.raises(SystemExit) as done:
