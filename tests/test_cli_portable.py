@@ -1,6 +1,7 @@
-"""Portable checkpoints (issue 18, item 3): the base model and the run move to another folder, and
-``emorl test`` from there works with ``--model.init_args.model NEW``, which wins over the path the
-checkpoint stored, said in one line; a run trained on a typed base model is named after it."""
+"""Portable checkpoints (issue 18, item 3): the base model and the run move to another folder;
+``emorl test`` (and ``emorl predict`` from the checkpoint alone) from there works with
+``--model.init_args.model NEW``, which wins over the path the checkpoint stored, said in one line;
+a run trained on a typed base model is named after it."""
 
 import json
 import shutil
