@@ -182,10 +182,16 @@ class EmorlCLI(LightningCLI):
             init_args.init_checkpoint = None
 
     def _check_before_building(self, subcommand: str) -> None:
-        """A ``--ckpt_path`` that names nothing, and the accelerator guard (not for ``parse_only``: a
-        GPU config parses on any machine)."""
-        cli_checks.check_ckpt_path(self.config[subcommand].get("ckpt_path"))
-        cli_checks.check_accelerator(self.config[subcommand].get("trainer"), cli_checks.visible_gpus())
+        """A ``--ckpt_path`` that names nothing, the accelerator guard (not for ``parse_only``: a GPU
+        config parses on any machine), and ``predict``'s clips."""
+        config = self.config[subcommand]
+        cli_checks.check_ckpt_path(config.get("ckpt_path"))
+        cli_checks.check_accelerator(config.get("trainer"), cli_checks.visible_gpus())
+        predict_path = (config.get("data") or {}).get("predict_path") if subcommand == "predict" else None
+        if predict_path:  # a missing / empty / malformed clip list, before the trainer is built
+            from emorl.data.folder import list_clips
+
+            list_clips(predict_path)
 
     def instantiate_classes(self) -> None:
         if not self.parse_only:

@@ -55,6 +55,10 @@ CASES = {  # name: (argv after the corpus options, the line's start after "emorl
     "a value outside the choices": (
         ["fit", "--config", ACOUSTIC, "--data.duration_mode", "cut"],
         "--data.duration_mode: Expected a typing.Literal['skip', 'truncate', 'keep']. Got value: cut"),
+    "clips to predict that do not exist": (
+        ["predict", "--config", ACOUSTIC, "--data.predict_path", "{tmp}/my_clips", "--trainer.enable_progress_bar",
+         "false"],
+        "predict_path {tmp}/my_clips does not exist"),
     "a config that does not exist": (
         ["fit", "--config", "{tmp}/nope.yaml"],
         "--config {tmp}/nope.yaml: no such file, give the path of a YAML config"),
