@@ -193,6 +193,10 @@ def parse_error_line(message: str, command: str = "fit") -> str:
         found = re.search(r"File does not exist: '?([^'\n]+)'?", text)
         path = found.group(1) if found else "?"
         return f"--config {path}: no such file, give the path of a YAML config (e.g. configs/demo/acoustic.yaml)"
+    if "arguments are required" in text:
+        missing = text.split("required:", 1)[1].strip().splitlines()[0]
+        return (f"{missing} not given, pass --config X.yaml (the shipped ones: configs/, docs/configs.md) "
+                f"or the options themselves (`emorl {command} --help`)")
     key = _KEY.search(text)
     if key:
         given = _GIVEN.findall(text)

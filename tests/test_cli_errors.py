@@ -59,6 +59,8 @@ CASES = {  # name: (argv after the corpus options, the line's start after "emorl
         ["predict", "--config", ACOUSTIC, "--data.predict_path", "{tmp}/my_clips", "--trainer.enable_progress_bar",
          "false"],
         "predict_path {tmp}/my_clips does not exist"),
+    "no config at all": (
+        ["fit"], "fit.model not given, pass --config X.yaml (the shipped ones: configs/, docs/configs.md)"),
     "a config that does not exist": (
         ["fit", "--config", "{tmp}/nope.yaml"],
         "--config {tmp}/nope.yaml: no such file, give the path of a YAML config"),
