@@ -61,6 +61,8 @@ CASES = {  # name: (argv after the corpus options, the line's start after "emorl
         "predict_path {tmp}/my_clips does not exist"),
     "no config at all": (
         ["fit"], "fit.model not given, pass --config X.yaml (the shipped ones: configs/, docs/configs.md)"),
+    "an unknown option": (
+        ["fit", "--config", ACOUSTIC, "--nonsense", "1"], "unrecognized arguments: --nonsense 1, see `emorl fit --help`"),
     "a config that does not exist": (
         ["fit", "--config", "{tmp}/nope.yaml"],
         "--config {tmp}/nope.yaml: no such file, give the path of a YAML config"),
