@@ -164,9 +164,22 @@ def typed_model_name(argv: Sequence[str], init_args: Any) -> str | None:
     for key in typed_model_args(argv):
         if key in MODEL_NAME_KEYS and init_args is not None and init_args.get(key):
             configured = config_files_value(argv, ("model", "init_args", key))
-            if configured is None or model_stem(configured) != model_stem(init_args.get(key)):
+            if configured is None or not same_model_name(str(configured), str(init_args.get(key))):
                 return str(init_args.get(key))
     return None
+
+
+def same_model_name(configured: str, typed: str) -> bool:
+    """Whether a typed model names the config's model: the same folder or zoo name (case aside), or
+    the zoo model's hub name (``/models/Qwen2-Audio-7B-Instruct`` for ``qwen2-audio-7b-instruct``)."""
+    names = {model_stem(configured).lower()}
+    try:
+        from emorl.zoo import load_card
+
+        names.add(load_card(configured).hub_id.rsplit("/", 1)[-1].lower())
+    except (LookupError, OSError, ValueError):
+        pass  # not a zoo name
+    return model_stem(typed).lower() in names
 
 
 # -- parse errors ------------------------------------------------------------------------------------

@@ -144,6 +144,8 @@ def test_the_command_line_pieces_the_checks_read():
     assert cli_checks.config_files_value(config, ("model", "init_args", "model")) == "data/models/tiny-qwen2-audio"
     typed = [*config, "--model.init_args.model", "/x/tiny-qwen2-audio"]
     assert cli_checks.typed_model_name(typed, {"model": "/x/tiny-qwen2-audio"}) is None
+    assert cli_checks.same_model_name("qwen2-audio-7b-instruct", "/models/Qwen2-Audio-7B-Instruct/")
+    assert not cli_checks.same_model_name("qwen2-audio-7b-instruct", "/models/qwen2.5-omni-7b-thinker")
     typed = [*config, "--model.init_args.model", "/x/qwen2-audio-7b-instruct"]
     assert cli_checks.typed_model_name(typed, {"model": "/x/qwen2-audio-7b-instruct"}) == "/x/qwen2-audio-7b-instruct"
 
