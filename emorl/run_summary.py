@@ -112,6 +112,7 @@ def log_method_hparams(trainer, model, results: Mapping[str, Mapping[str, float]
             logger.log_hyperparams(params, metrics=metrics)
         else:  # CSV, W&B: the parameters; the test scores are logged as scalars already
             logger.log_hyperparams(params)
+        logger.finalize("success")  # the trainer finalised its loggers already: write these out too
 
 
 def quiet_hp_metric(trainer) -> None:

@@ -98,7 +98,7 @@ def test_each_user_mistake_is_one_line_with_status_2(corpus, tmp_path, capsys, m
 
 def test_verbose_shows_the_traceback_and_an_internal_error_keeps_it(corpus, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("EMORL_TRACEBACK", raising=False)
+    monkeypatch.setenv("EMORL_TRACEBACK", "0")  # --verbose sets it to 1: unset again after the test
     argv = ["test", "--config", ACOUSTIC, "--data.data_dir", corpus, "--ckpt_path", str(tmp_path / "gone.ckpt"),
             "--trainer.logger", "false"]
     code, lines = _error_lines(capsys, ["--verbose", *argv])
@@ -108,7 +108,7 @@ def test_verbose_shows_the_traceback_and_an_internal_error_keeps_it(corpus, tmp_
 
     assert one_line(ValueError("X is sharded; consolidate it first:\n    python -m tool X")) == (
         "X is sharded; consolidate it first: python -m tool X")  # the what-to-do of a second line is kept
-    monkeypatch.delenv("EMORL_TRACEBACK", raising=False)
+    monkeypatch.setenv("EMORL_TRACEBACK", "0")
     with pytest.raises(ZeroDivisionError):  # a bug is not a user error: its traceback stays
         from emorl.errors import find_user_error, user_error_types
 
