@@ -3,12 +3,16 @@
 #
 #   make demo                     # render the demo corpus, train, test, print UA / WA / F1, write reports/demo
 #   make test                     # the whole test suite (what CI runs)
-#   make TORCH="torch==2.9.1" test  # another torch build (CUDA users: the one matching the driver)
+#   make TORCH="torch==2.9.1" test  # another torch version
+#   make TORCH_INDEX= test        # torch from the default index (PyPI: the CUDA build) instead of the CPU wheels
 #   make test-extras              # the s3prl / reference tests, in a second env .venv-extras (torch 2.8)
 
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
+# PyTorch's CPU wheels (README: a CPU build by default); e.g. .../whl/cu128 for CUDA 12.8; empty, or
+# unreachable: the default package index (PyPI: the CUDA build, a few GB).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
@@ -42,7 +46,12 @@ install-extras: $(EXTRAS_STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
+	if [ -n "$(TORCH_INDEX)" ] && $(PY) -c "import urllib.request as r; r.urlopen('$(TORCH_INDEX)/', timeout=15)" 2>/dev/null; then \
+	  $(PY) -m pip install --quiet "$(TORCH)" --index-url $(TORCH_INDEX); \
+	else \
+	  echo "torch from the default index ($(if $(TORCH_INDEX),$(TORCH_INDEX) unreachable,TORCH_INDEX empty))"; \
+	  $(PY) -m pip install --quiet "$(TORCH)"; \
+	fi
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

@@ -7,10 +7,15 @@ do not import torch or Lightning.
 
 - ``emorl fit | validate | test | predict --config X.yaml`` -> :mod:`emorl.lightning_cli`;
 - ``emorl data ...``, ``emorl zoo ...``, ``emorl demo``, ``emorl plan``, ``emorl checkpoint ...`` -> :mod:`emorl.commands`.
+
+Two options of every command, taken here: ``--verbose`` (a user error's traceback and full text,
+as ``EMORL_TRACEBACK=1``) and ``--log-level LEVEL`` (emorl's own log lines, ``INFO`` by default:
+the feature cache's "extracting N clips", skipped clips, what a checkpoint replaced).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
@@ -19,8 +24,31 @@ LIGHTNING_SUBCOMMANDS = {
     "fit": ("train a model", "emorl fit --config configs/demo/acoustic.yaml"),
     "validate": ("run the validation split", "emorl validate --config X.yaml --ckpt_path CKPT"),
     "test": ("test on every test set", "emorl test --config X.yaml --ckpt_path CKPT"),
-    "predict": ("predict the test sets (or --data.predict_path)", "emorl predict --config X.yaml --ckpt_path CKPT"),
+    "predict": ("predict a folder, manifest or file list", "emorl predict --ckpt_path CKPT --data.predict_path CLIPS"),
 }
+
+#: options of every command (taken out of the command line before the subcommand parses it)
+GLOBAL_OPTIONS = {
+    "--verbose": "a user error's traceback and full text (or EMORL_TRACEBACK=1)",
+    "--log-level LEVEL": "emorl's log lines: DEBUG | INFO (default) | WARNING | ERROR",
+}
+
+
+def take_global_options(argv: list[str]) -> tuple[list[str], bool, str]:
+    """``(argv without them, --verbose given, --log-level value)``; a bad level is a usage error."""
+    rest, verbose, level = [], False, "INFO"
+    args = iter(argv)
+    for arg in args:
+        if arg == "--verbose":
+            verbose = True
+        elif arg == "--log-level" or arg.startswith("--log-level="):
+            level = arg.split("=", 1)[1] if "=" in arg else next(args, "")
+            if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+                print(f"emorl: error: --log-level {level!r}: choose DEBUG, INFO, WARNING or ERROR", file=sys.stderr)
+                sys.exit(2)
+        else:
+            rest.append(arg)
+    return rest, verbose, level
 
 
 def overview() -> str:
@@ -36,14 +64,21 @@ def overview() -> str:
         lines += ["", f"{command}: {what}" + (f" (`emorl {command} --help`)" if children else "")]
         for child, child_help in children.items():
             lines.append(f"  {command + ' ' + child:<22} {child_help}")
+    lines += ["", "options of every command:"]
+    lines += [f"  {option:<22} {what}" for option, what in GLOBAL_OPTIONS.items()]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, verbose, level = take_global_options(list(sys.argv[1:] if argv is None else argv))
+    if verbose:
+        os.environ["EMORL_TRACEBACK"] = "1"
     if not argv or argv[0] in ("-h", "--help"):
         print(overview())
         return
+    from emorl.log_setup import configure_logging
+
+    configure_logging(level)
     if argv[0] in LIGHTNING_SUBCOMMANDS or argv[0].startswith("-"):
         from emorl.lightning_cli import run_lightning
 

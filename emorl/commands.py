@@ -7,7 +7,6 @@ it too, through :func:`subcommand_help`); each runner imports what it needs when
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -236,7 +235,9 @@ COMMANDS = ("data", "zoo", "demo", "export", "report", "plan", "checkpoint")
 
 def run_command(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from emorl.log_setup import configure_logging
+
+    configure_logging()  # emorl's INFO lines (a --log-level given to `emorl` is kept)
     try:
         if args.command == "data":
             return _run_data(args)

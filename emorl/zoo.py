@@ -59,7 +59,12 @@ class ModelNotFoundError(LookupError):
 
 
 class ModelNotAvailableError(FileNotFoundError):
-    """A zoo model whose weights are not on this machine (the message says how to get them)."""
+    """A zoo model whose weights are not on this machine (the message says how to get them;
+    ``one_line`` is its short form, what ``emorl <command>: error:`` prints)."""
+
+    def __init__(self, message: str, one_line: str | None = None) -> None:
+        super().__init__(message)
+        self.one_line = one_line
 
 
 @dataclass(frozen=True)
@@ -203,20 +208,28 @@ def not_available_message(card: ZooCard) -> str:
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
-    """A local model folder for a zoo name, a hub id of the zoo, or a path (used as is).
+    """A local model folder for a zoo name, a hub id of the zoo, or a path (used as is; ``$VARIABLES``
+    such as ``$EMORL_MODELS/qwen2-audio-7b-instruct`` are expanded, so a checkpoint that names its
+    base model that way finds it on any machine).
 
     Raises :class:`ModelNotAvailableError` (how to get it) or :class:`ModelNotFoundError`.
     """
-    text = os.fspath(name_or_path)
+    text = os.path.expandvars(os.fspath(name_or_path))  # "$EMORL_MODELS/name": portable in a checkpoint
     path = Path(text).expanduser()
     if path.exists():
         return path
     if isinstance(name_or_path, Path) or _looks_like_path(text):
-        raise ModelNotFoundError(f"model folder {path} does not exist")
+        raise ModelNotFoundError(f"model folder {path} does not exist, give the model's folder or zoo name "
+                                 "(a moved run: --model.init_args.model NEW_FOLDER overrides its checkpoint's)")
     card = load_card(text)
     found = locate(card)
     if found is None:
-        raise ModelNotAvailableError(not_available_message(card))
+        where = f"$EMORL_MODELS ({models_dir()})" if models_dir() else "$EMORL_MODELS (not set)"
+        raise ModelNotAvailableError(
+            not_available_message(card),
+            one_line=f"model {card.name!r} ({card.hub_id}) is not on this machine (looked in {where} and the "
+                     f"Hugging Face cache), put it in $EMORL_MODELS/{card.name} or pass its local folder "
+                     f"(--verbose: how to download it; `emorl zoo tiny {card.name} --out DIR`: a tiny stand-in)")
     return found
 
 

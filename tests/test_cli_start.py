@@ -38,3 +38,30 @@ def test_the_overview_lists_every_command_once():
     assert text.startswith("usage: emorl {" + ",".join([*LIGHTNING_SUBCOMMANDS, *COMMANDS]) + "}")
     for child in ("data prepare", "data import-hf", "data export-hf", "zoo tiny"):
         assert sum(line.lstrip().startswith(child + " ") for line in text.splitlines()) == 1, child
+
+
+def test_every_command_takes_verbose_and_log_level(capsys, monkeypatch):
+    import logging
+
+    import lightning  # noqa: F401 - Lightning sets up its own loggers; emorl's INFO lines must still show
+    from emorl.cli import main, overview, take_global_options
+
+    assert take_global_options(["test", "--verbose", "--log-level", "debug", "--config", "x"]) == (
+        ["test", "--config", "x"], True, "debug")
+    assert take_global_options(["--log-level=ERROR", "zoo", "list"]) == (["zoo", "list"], False, "ERROR")
+    assert "--verbose" in overview() and "--log-level LEVEL" in overview()
+    monkeypatch.setattr(logging.getLogger("emorl"), "level", logging.NOTSET)
+    with pytest.raises(SystemExit):
+        main(["--log-level", "WARNING", "zoo", "list"])
+    logging.getLogger("emorl.upstreams.cache").info("extracting 3 clips")
+    assert "extracting" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["zoo", "list"])  # INFO by default
+    logging.getLogger("emorl.upstreams.cache").info("extracting 3 clips")
+    logging.getLogger("another_library").info("not emorl's")
+    err = capsys.readouterr().err
+    assert err.count("INFO emorl.upstreams.cache: extracting 3 clips") == 1 and "not emorl's" not in err
+    with pytest.raises(SystemExit) as done:
+        main(["--log-level", "LOUD", "zoo", "list"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err.strip() == "emorl: error: --log-level 'LOUD': choose DEBUG, INFO, WARNING or ERROR"

@@ -97,7 +97,8 @@ def test_zero_shot_runs_the_omni_thinker_too(corpus, tmp_path, monkeypatch):
           "--model.init_args.model", str(tiny_model_dir("qwen2.5-omni")), "--model.init_args.dtype", "float32",
           "--model.init_args.max_new_tokens", "4", "--model.init_args.shuffle_options", "true",
           "--data.data_dir", str(corpus.root)])
-    assert len(_rows(tmp_path / "runs" / "qwen2_audio_zeroshot_direct" / "version_0" / "predictions" / "tiny.jsonl")) == 4
+    run = tmp_path / "runs" / "qwen2_audio_zeroshot_direct-qwen2.5-omni-7b-thinker" / "version_0"  # named after the model
+    assert len(_rows(run / "predictions" / "tiny.jsonl")) == 4
 
 
 def test_predict_writes_one_line_per_clip_with_the_reasoning_text(corpus, tmp_path, monkeypatch):

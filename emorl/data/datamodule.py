@@ -102,11 +102,14 @@ class EmoDataModule(L.LightningDataModule):
         seed: seeds the validation split and the shuffling.
         predict_path: what ``emorl predict`` runs on: a folder of audio files, a JSONL manifest
             or a list of paths (:mod:`emorl.data.folder`); ``None``: the test sets.
+        label_names: the class names of a model that predicts without a training corpus
+            (``data_dir: null``, only with ``predict_path``); ``emorl predict --ckpt_path CKPT``
+            without a config takes them from the checkpoint.
     """
 
     def __init__(
         self,
-        data_dir: str,
+        data_dir: str | None = None,
         fold: int = 1,
         test_sets: dict[str, TestSet] | None = None,
         include_own_test: bool = True,
@@ -129,13 +132,26 @@ class EmoDataModule(L.LightningDataModule):
         seed: int = 0,
         predict_path: str | None = None,
         class_space: str | None = None,
+        label_names: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.test_specs: dict[str, TestSet] = {}
+        self.datasets: dict[str, EmotionDataset] = {}
+        self.test_names: list[str] = []
+        self.dropped_counts: dict[str, Counter] = {}
+        self.epoch_skips = EpochSkips()
+        self.duration = DurationPolicy(max_seconds, duration_mode)
+        if data_dir is None:  # predicting with a checkpoint's classes, no corpus
+            if not predict_path or not label_names:
+                raise EmorlError("data.data_dir is not set, give a prepared corpus (--data.data_dir DIR), or "
+                                 "predict clips with a checkpoint's classes (--data.predict_path CLIPS --ckpt_path CKPT)")
+            self.corpus = None
+            self._label_set = LabelSet("checkpoint", tuple(label_names), {c: c for c in label_names})
+            return
         self.corpus = load_prepared_corpus(data_dir)
         if fold not in self.corpus.folds:
             raise ManifestError(f"{data_dir}: fold {fold} does not exist; folds are {self.corpus.folds}")
-        self.duration = DurationPolicy(max_seconds, duration_mode)
         self._label_set = self.corpus.label_set
         if classes is not None:
             full = self.corpus.label_set
@@ -150,15 +166,10 @@ class EmoDataModule(L.LightningDataModule):
             )
         if class_space is not None:
             self._label_set = self._class_space(class_space, classes, label_aliases or {})
-        self.test_specs: dict[str, TestSet] = {}
         if include_own_test:
             self.test_specs[self.corpus.name] = TestSet(str(data_dir), fold, "test")
         for name, spec in (test_sets or {}).items():
             self.test_specs[name] = spec if isinstance(spec, TestSet) else TestSet(**spec)
-        self.datasets: dict[str, EmotionDataset] = {}
-        self.test_names: list[str] = []
-        self.dropped_counts: dict[str, Counter] = {}
-        self.epoch_skips = EpochSkips()
 
     def _class_space(self, name: str, classes, aliases: Mapping[str, str]) -> LabelSet:
         if classes is not None:
@@ -237,6 +248,10 @@ class EmoDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        if stage == "predict" and hp.predict_path:
+            return  # the clips of predict_path, not the test sets (no corpus needed)
+        if self.corpus is None:
+            raise EmorlError(f"stage {stage} needs a prepared corpus, give --data.data_dir DIR")
         if stage in (None, "fit", "validate") and "train" not in self.datasets:
             train = self.corpus.split(hp.fold, "train")
             valid = self.corpus.split(hp.fold, "valid")
