@@ -171,8 +171,10 @@ class EmorlCLI(LightningCLI):
 def run_lightning(argv: list[str]) -> None:
     """``emorl fit|validate|test|predict ARGS``: parse, build and run; a user's mistake found on the way
     (:func:`emorl.errors.user_error_types`) ends in one line and exit status 2."""
+    from emorl.console import quiet_known_warnings
     from emorl.errors import report, user_error_types
 
+    quiet_known_warnings()
     try:
         EmorlCLI(args=argv)
     except user_error_types() as err:
