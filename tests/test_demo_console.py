@@ -75,3 +75,22 @@ def test_bench_verdict_needs_a_gap_larger_than_the_seed_spread():
                     "emorl_eswr_esr": {"ua": 0.6 + s / 100, "wa": 0.5, "f1": 0.5, "parse_rate": 1.0}} for s in (0, 1, 2)}
     summary = bench.summary_table(per_seed, "sft_esr", "grpo_bcr_ir")
     assert "61.00 +- 1.00" in summary and "+10.00 (above; spread 2.00)" in summary
+
+
+def test_demo_takes_seed_and_verbose():
+    from emorl.commands import build_parser
+
+    args = build_parser().parse_args(["demo", "--seed", "2", "--verbose"])
+    assert (args.seed, args.verbose) == (2, True)
+    args = build_parser().parse_args(["demo"])
+    assert (args.seed, args.verbose) == (0, False)
+
+
+def test_quiet_console_is_a_no_op_when_verbose():
+    logger = logging.getLogger("lightning.fabric.utilities.seed")
+    logger.setLevel(logging.NOTSET)
+    console.quiet_console(verbose=True)
+    assert logger.level == logging.NOTSET
+    console.quiet_console(verbose=False)
+    assert logger.level == logging.WARNING
+    logger.setLevel(logging.NOTSET)

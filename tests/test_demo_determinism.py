@@ -1,7 +1,7 @@
 """The demo's numbers do not depend on the machine's thread count or load (issue 17, point 3).
 
 A short hearing stage and a short SFT stage of the demo run in two fresh processes: one started with
-one OpenMP thread, the other with four and a CPU-bound process beside it. The demo pins torch's
+one torch / OpenMP thread, the other with four and a CPU-bound process beside it. The demo pins torch's
 threads (:func:`emorl.demo.pin_threads`), so every trained weight must come out bit-identical.
 """
 
@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from emorl import demo, tiny_models
 root, work = Path(sys.argv[1]), Path(sys.argv[2])
+torch.set_num_threads(int(sys.argv[3]))  # what a machine with that many cores would start with
 threads_before = torch.get_num_threads()
 demo.pin_threads()
 rows = demo.training_rows(root / "prepared")[:24]
@@ -57,10 +58,10 @@ def small_demo(tmp_path_factory, espeak):
     return root
 
 
-def _run_child(root: Path, work: Path, omp_threads: int) -> dict:
+def _run_child(root: Path, work: Path, threads: int) -> dict:
     work.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": str(omp_threads), "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(root), str(work)], env=env, capture_output=True,
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", CHILD, str(root), str(work), str(threads)], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -69,10 +70,10 @@ def _run_child(root: Path, work: Path, omp_threads: int) -> dict:
 def test_a_short_stage_gives_the_same_weights_whatever_the_threads_and_load(small_demo, tmp_path):
     from emorl.demo import DEMO_THREADS
 
-    quiet = _run_child(small_demo, tmp_path / "one_thread", omp_threads=1)
+    quiet = _run_child(small_demo, tmp_path / "one_thread", threads=1)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # a CPU-bound neighbour
     try:
-        loaded = _run_child(small_demo, tmp_path / "four_threads_busy", omp_threads=4)
+        loaded = _run_child(small_demo, tmp_path / "four_threads_busy", threads=4)
     finally:
         busy.kill()
         busy.wait()
