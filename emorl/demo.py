@@ -163,7 +163,7 @@ class StageClock:
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.seconds[name], self.start = now - self.start, now
-        print(f"[demo] {name}: {self.seconds[name]:.0f} s", flush=True)
+        print(f"[demo] {name} done in {self.seconds[name]:.0f} s", flush=True)
 
     def summary(self) -> str:
         parts = ", ".join(f"{name} {value:.0f} s" for name, value in self.seconds.items())
