@@ -51,22 +51,19 @@ class _DropExact(logging.Filter):
         return record.getMessage() not in self.messages
 
 
-_installed = False
-
-
 def quiet_known_warnings() -> None:
-    """Silence exactly the messages of :data:`KNOWN_WARNINGS` and :data:`KNOWN_INFO` (idempotent)."""
-    global _installed
-    if _installed:
-        return
+    """Silence exactly the messages of :data:`KNOWN_WARNINGS` and :data:`KNOWN_INFO`; calling it again
+    is harmless (``warnings`` keeps one copy of a filter; a logger gets one :class:`_DropExact`), and
+    re-installs the filters where a ``warnings.catch_warnings`` block has since dropped them."""
     for pattern, category, _why in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern + r"\Z", category=category)
     by_logger: dict[str, set[str]] = {}
     for name, message, _why in KNOWN_INFO:
         by_logger.setdefault(name, set()).add(message)
     for name, messages in by_logger.items():
-        logging.getLogger(name).addFilter(_DropExact(messages))
-    _installed = True
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropExact) for f in logger.filters):
+            logger.addFilter(_DropExact(messages))
 
 
 def quiet_console(verbose: bool = False) -> None:

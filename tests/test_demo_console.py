@@ -19,7 +19,6 @@ LITLOGGER = console.KNOWN_INFO[0][1]
 def _shown(message: str, category=UserWarning) -> bool:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        console._installed = False
         console.quiet_known_warnings()
         warnings.warn(message, category)
     return bool(caught)
