@@ -101,7 +101,10 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--data-root", type=Path, default=Path("data/demo"), help="where the demo corpus goes")
     demo.add_argument("--config", help="run this one config instead of EMO-RL (e.g. " + ACOUSTIC_CONFIG + ")")
     demo.add_argument("--max-epochs", type=int, help="override trainer.max_epochs (of --config, or of the SFT warm start)")
-    demo.add_argument("--grpo-steps", type=int, help="override the GRPO stage's trainer.max_steps")
+    demo.add_argument("--grpo-steps", type=int, help="override the GRPO stages' trainer.max_steps")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the hearing, SFT and GRPO stages (default 0)")
+    demo.add_argument("--verbose", action="store_true", help="show every library message (default: emorl's lines, "
+                      "progress bars, stage times and the table)")
 
 
 def _run_data(args: argparse.Namespace) -> int:
@@ -254,9 +257,9 @@ def run_command(argv: Sequence[str]) -> int:
         from emorl.demo import run_demo, run_emorl_demo
 
         if args.config:
-            run_demo(args.data_root, args.config, args.max_epochs)
+            run_demo(args.data_root, args.config, args.max_epochs, verbose=args.verbose)
         else:
-            run_emorl_demo(args.data_root, args.max_epochs, args.grpo_steps)
+            run_emorl_demo(args.data_root, args.max_epochs, args.grpo_steps, seed=args.seed, verbose=args.verbose)
         return 0
     except (OSError, ValueError, RuntimeError, LookupError) as err:  # ours name the file and the fix
         from emorl.errors import report

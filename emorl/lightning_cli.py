@@ -302,8 +302,10 @@ def with_checkpoint_config(argv: list[str]) -> list[str]:
 def run_lightning(argv: list[str]) -> None:
     """``emorl fit|validate|test|predict ARGS``: parse, build and run; a user's mistake found on the way
     (:func:`emorl.errors.user_error_types`) ends in one line and exit status 2."""
+    from emorl.console import quiet_known_warnings
     from emorl.errors import find_user_error, report, user_error_types
 
+    quiet_known_warnings()
     command = argv[0] if argv and not argv[0].startswith("-") else "fit"
     if "--help" in argv or "-h" in argv:  # `--model.help` and `--model` list emorl's modules once imported
         import importlib
