@@ -84,12 +84,26 @@ def visible_gpus() -> int:
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
-def check_ckpt_path(ckpt_path: Any) -> None:
-    """A ``--ckpt_path`` that is neither a file / sharded folder nor one of Lightning's names is one line."""
-    if not ckpt_path or str(ckpt_path) in SPECIAL_CKPT_PATHS or Path(ckpt_path).exists():
+def check_ckpt_path(ckpt_path: Any, trainer: Any = None) -> None:
+    """A ``--ckpt_path`` that is neither a file / sharded folder nor one of Lightning's names is one line;
+    so is a sharded checkpoint folder given to a run that does not shard (``trainer`` without a
+    model-parallel strategy): it needs the strategy that wrote it, or consolidating into one file."""
+    if not ckpt_path or str(ckpt_path) in SPECIAL_CKPT_PATHS:
         return
-    raise EmorlError(f"--ckpt_path {ckpt_path} does not exist, give a checkpoint file "
-                     "(runs/<name>/version_N/checkpoints/*.ckpt) or --ckpt_path last")
+    path = Path(ckpt_path)
+    if not path.exists():
+        raise EmorlError(f"--ckpt_path {ckpt_path} does not exist, give a checkpoint file "
+                         "(runs/<name>/version_N/checkpoints/*.ckpt) or --ckpt_path last")
+    if path.is_dir() and trainer is not None and not _shards(_get(trainer, "strategy")):
+        raise EmorlError(f"--ckpt_path {ckpt_path} is a sharded checkpoint folder and this run does not shard, "
+                         f"consolidate it first: emorl checkpoint consolidate {ckpt_path} --out {path.with_suffix('')}"
+                         "-full.ckpt (or run with the trainer.strategy that wrote it)")
+
+
+def _shards(strategy: Any) -> bool:
+    """Whether a config's ``trainer.strategy`` (a name or ``{class_path: ...}``) loads sharded folders."""
+    class_path = _get(strategy, "class_path") if strategy is not None and not isinstance(strategy, str) else strategy
+    return bool(class_path) and str(class_path).rsplit(".", 1)[-1] in ("FSDP2Strategy", "ModelParallelStrategy")
 
 
 _MODEL_OPTION = re.compile(r"^--model\.(?:init_args\.|dict_kwargs\.)?([A-Za-z_][A-Za-z0-9_]*)(?:[.=].*)?$")

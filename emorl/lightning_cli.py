@@ -185,7 +185,7 @@ class EmorlCLI(LightningCLI):
         """A ``--ckpt_path`` that names nothing, the accelerator guard (not for ``parse_only``: a GPU
         config parses on any machine), and ``predict``'s clips."""
         config = self.config[subcommand]
-        cli_checks.check_ckpt_path(config.get("ckpt_path"))
+        cli_checks.check_ckpt_path(config.get("ckpt_path"), config.get("trainer"))
         cli_checks.check_accelerator(config.get("trainer"), cli_checks.visible_gpus())
         predict_path = (config.get("data") or {}).get("predict_path") if subcommand == "predict" else None
         if predict_path:  # a missing / empty / malformed clip list, before the trainer is built

@@ -67,3 +67,9 @@ def test_every_checkpoint_path_in_configs_and_docs_is_one_a_config_writes():
              for match in CHECKPOINT_PATH.finditer(path.read_text())
              if match.group(2) not in written.get(match.group(1), set())]
     assert not wrong, wrong
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_no_shipped_config_turns_the_progress_bar_off(config):
+    trainer = yaml.safe_load(config.read_text()).get("trainer") or {}
+    assert trainer.get("enable_progress_bar", True) is not False

@@ -206,6 +206,13 @@ def test_consolidated_checkpoint_is_read_by_emorl_test_and_init_checkpoint(grpo_
     path.write_text(yaml.safe_dump(config))
     main(["test", "--config", str(path), "--ckpt_path", str(out)])
     _assert_same_weights(_weights(tmp / "test", "test")["final"], trained)
+    # the folder itself on one device: one line naming the command that consolidates it
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["test", "--config", str(path), "--ckpt_path", str(folder)])
+    assert stop.value.code == 2
+    line, = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert f"emorl checkpoint consolidate {folder}" in line and "sharded checkpoint folder" in line
 
     # init_checkpoint reads the same file (a GRPO stage starting from another's weights)
     from emorl.models.grpo import GRPOLALM

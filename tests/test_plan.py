@@ -22,14 +22,13 @@ GIB = 2 ** 30
 
 
 def paper_config(tmp_path: Path, source: str = "configs/emorl_esr.yaml") -> Path:
-    """The contract's paper setting (full fine-tuning, FSDP2 over 8 GPUs) over a shipped config."""
+    """A shipped paper config, which holds the paper's setting (full fine-tuning, FSDP2 over 8 GPUs;
+    tests/test_rl_configs.py pins it)."""
     data = yaml.safe_load((REPO / source).read_text())
-    data["trainer"].update(accelerator="gpu", devices=8, num_nodes=1,
-                           strategy={"class_path": "emorl.strategy.FSDP2Strategy"})
-    data["model"]["init_args"].update(full_finetune=True, lora=None, dtype="bfloat16", gradient_checkpointing=True,
-                                      lr=1.0e-6)
-    path = tmp_path / Path(source).name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert data["trainer"]["strategy"]["class_path"] == "emorl.strategy.FSDP2Strategy"
+    assert (data["trainer"]["devices"], data["model"]["init_args"]["full_finetune"]) == (8, True)
+    path = tmp_path / Path(source).name  # a copy: the error tests edit it
+    path.write_text((REPO / source).read_text())
     return path
 
 
@@ -123,7 +122,7 @@ def test_replicated_full_fine_tuning_is_told_to_shard(tmp_path):
 
 
 def test_an_sft_config_has_no_rollout(tmp_path):
-    setting = read_setting(REPO / "configs/sft/sft_ir_meld.yaml")
+    setting = read_setting(REPO / "configs/sft/lora/sft_ir_meld.yaml")  # one GPU, LoRA
     assert setting.module == "sft" and setting.lora_r == 8
     phases = memory.phases_of(setting)
     assert "rollout" not in phases and "reference" not in phases and "logits" in phases
