@@ -83,7 +83,8 @@ def test_emotionthinker_stages_chain_on_the_demo_corpus(tmp_path, monkeypatch, e
     EmorlCLI(args=["test", "--config", _config(tmp_path, "tiny_explain_test.yaml", with_judge), *common,
                    "--trainer.limit_test_batches", "1", "--ckpt_path", ptr_ckpt])
     printed = capsys.readouterr().out
-    table = printed[printed.index("claims/ans"):]  # the explanation table, after UA / WA / F1
+    table = printed[printed.index("claims/ans"):]  # the explanation table, after UA / WA / F1 ...
+    table = table[:table.index("emorl test: ")]  # ... and before emorl's closing lines
     assert "ravdess" in table and table.split()[-1] == "32"  # the random judge: 32 of 32 replies unparsable
     files = list((tmp_path / "runs" / "explain_test_demo").rglob("explanations/ravdess.jsonl"))
     assert len(files) == 1, files
