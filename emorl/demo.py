@@ -8,8 +8,9 @@
 2. the hearing stage (:func:`emorl.tiny_models.train_hearing`): the tiny model's audio tower and
    projector learn the emotions of the training actors' voices, so that the model can hear prosody
    (a random audio tower hears nothing; docs/rl.md, "The demo");
-3. the SFT warm start on ESR answers built from templates (``configs/demo/tiny_sft_esr.yaml``):
-   the language model learns the answer format and to read the audio tokens;
+3. the SFT warm start on ESR answers built from templates and on IR answers, each training clip
+   asked one of the two questions (``configs/demo/tiny_sft_esr.yaml``, ``extra_formats: [ir]``):
+   the language model learns both answer formats and to read the audio tokens;
 4. from that same warm start, GRPO with BCR + IR (``configs/demo/tiny_grpo_bcr_ir.yaml``, the
    paper's baseline) and GRPO with ESWR + ESR (``configs/demo/tiny_emorl_esr.yaml``, EMO-RL);
 5. the three models answer the held-out actors' clips; the table (chance, UA / WA / F1 / parse
@@ -196,7 +197,7 @@ def run_emorl_demo(
     model = hearing_model(prepared, model, seed, hearing_epochs)
     clock.lap("hearing")
     seeding = ["--seed_everything", str(seed)]
-    print("[demo] stage 2/5: SFT warm start on ESR answers", flush=True)
+    print("[demo] stage 2/5: SFT warm start on ESR and IR answers", flush=True)
     sft_overrides = seeding + ([] if sft_epochs is None else ["--trainer.max_epochs", str(sft_epochs)])
     runs = {SFT_ROW: _stage(resolve_config(SFT_CONFIG), prepared, model, sft_overrides, verbose)}
     warm_start = runs[SFT_ROW].trainer.checkpoint_callback.last_model_path

@@ -30,16 +30,20 @@ Options are the label set's canonical names (``emorl.labels``), in the label set
 with ``shuffle_options``, in a per-example order drawn from a seeded generator (to remove
 position bias); answers are parsed back with :func:`emorl.labels.parse_answer`, which also
 accepts synonyms ("joy" for ``happy``), in the format's :attr:`PromptFormat.reading`.
+
+:class:`FormatMix` draws each training clip's format from several (SFT's ``extra_formats``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from emorl.answer_scan import FREE, TEXT, WS, Shape, fits
+from emorl.errors import EmorlError
 
 #: The four ESR tags, in the order the think block must hold them.
 ESR_TAGS: tuple[str, ...] = ("transcript", "keywords", "prosody", "synthesis")
@@ -286,10 +290,80 @@ class PromptBuilder:
         digest = hashlib.sha1(f"{self.seed}|{key}".encode()).digest()
         return random.Random(int.from_bytes(digest[:8], "little"))
 
-    def question(self, key: str) -> str:
-        """The question for the clip ``key`` (its options in its own order when shuffled)."""
-        return build_question(self.format.name, self.class_names, self.shuffle_options, self._rng(key))
+    def question(self, key: str, format_name: str | None = None) -> str:
+        """The question for the clip ``key`` (its options in its own order when shuffled), asking for
+        ``format_name`` (default: the builder's format)."""
+        return build_question(format_name or self.format.name, self.class_names, self.shuffle_options, self._rng(key))
 
-    def messages(self, keys: Sequence[str]) -> list[list[dict]]:
-        """One chat (system turn, audio + question) per clip key."""
-        return [build_messages(self.question(key), self.system_prompt) for key in keys]
+    def messages(self, keys: Sequence[str], formats: Sequence[str] | None = None) -> list[list[dict]]:
+        """One chat (system turn, audio + question) per clip key; ``formats``: each clip's format
+        (default: the builder's format for all)."""
+        formats = formats or [self.format.name] * len(keys)
+        return [build_messages(self.question(key, fmt), self.system_prompt) for key, fmt in zip(keys, formats)]
+
+
+@dataclass(frozen=True)
+class FormatMix:
+    """Which answer format each training clip is asked for, per epoch: a weighted draw over formats.
+
+    The first format is the main one (validation and test ask for it alone); the others are mixed
+    into training so that one model learns several answer formats (e.g. ESR and IR, so that GRPO
+    with either prompt starts from the same warm start). A clip's format in an epoch is a draw from
+    a hash of (``seed``, epoch, clip key): the same in every run, batch order and rank, and over
+    many clips the shares follow the weights.
+    """
+
+    weights: dict[str, float]
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, main: str, extra: Mapping[str, float] | Sequence[str] | None, seed: int = 0) -> FormatMix:
+        """``main`` (weight 1) plus ``extra``: a list of format names (weight 1 each) or a mapping
+        name -> weight (> 0); ``None`` or empty: ``main`` alone. Anything else (an unknown or repeated
+        format, a weight not above 0) is an :class:`~emorl.errors.EmorlError` (one line)."""
+        main_format = get_format(main).name
+        if extra is None:
+            items: list[tuple[Any, Any]] = []
+        elif isinstance(extra, Mapping):
+            items = list(extra.items())
+        elif isinstance(extra, Sequence) and not isinstance(extra, str):
+            items = [(name, 1.0) for name in extra]
+        else:
+            raise EmorlError(f"extra_formats must be a list of format names or a mapping name -> weight, not {extra!r}")
+        weights = {main_format: 1.0}
+        for name, weight in items:
+            try:
+                fmt = get_format(str(name)).name
+            except ValueError as err:
+                raise EmorlError(f"extra_formats: {err}") from None
+            if fmt in weights:
+                raise EmorlError(f"extra_formats: format {fmt!r} is listed twice (or is prompt_format)")
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight > 0:
+                raise EmorlError(f"extra_formats: the weight of format {fmt!r} must be a number > 0, not {weight!r}")
+            weights[fmt] = float(weight)
+        return cls(weights, int(seed))
+
+    @property
+    def main(self) -> str:
+        """The format validation and test ask for (the first one)."""
+        return next(iter(self.weights))
+
+    @property
+    def mixed(self) -> bool:
+        return len(self.weights) > 1
+
+    def choose(self, key: str, epoch: int) -> str:
+        """The format of clip ``key`` in training ``epoch``: a draw from the weights, by hash (no RNG state)."""
+        if not self.mixed:
+            return self.main
+        digest = hashlib.sha1(f"format|{self.seed}|{epoch}|{key}".encode()).digest()
+        point = int.from_bytes(digest[:8], "little") / 2**64 * sum(self.weights.values())
+        for name, weight in self.weights.items():
+            point -= weight
+            if point < 0:
+                return name
+        return next(reversed(self.weights))  # rounding at the very top of the interval
+
+    def plan(self, keys: Sequence[str], epoch: int | None) -> list[str]:
+        """Each clip's format in training ``epoch``; ``None`` (validation / test): the main format."""
+        return [self.main if epoch is None else self.choose(key, epoch) for key in keys]

@@ -30,6 +30,12 @@ test then also describe every clip with bins and log ``val/prosody/{pitch,energy
 ``mean_acc``, ``named_rate`` and ``faithfulness`` (``test/<set>/prosody/...``). Without ``tasks``
 the module is the plain emotion SFT. ``init_checkpoint`` starts from the trained weights of an
 earlier SFT run (stage 1 -> stage 2), as :class:`emorl.models.grpo.GRPOLALM`'s does.
+
+A mix of answer formats: with ``extra_formats`` (e.g. ``prompt_format: esr``, ``extra_formats:
+[ir]``) each training clip of an epoch is asked for one format drawn by
+:class:`emorl.prompts.FormatMix` from (``task_seed``, epoch, key) and trained on that format's
+target, so one warm start answers both the ESR and the IR question (the demo's GRPO BCR + IR and
+EMO-RL rows start from it). Validation and test ask for ``prompt_format`` alone.
 """
 
 from __future__ import annotations
@@ -61,7 +67,15 @@ from emorl.models.evaluation import (
 )
 from emorl.models.optim import adamw_with_warmup
 from emorl.models.parallel import configure_backbone
-from emorl.prompts import DEFAULT_SYSTEM_PROMPT, PROSODY_QUESTION, PromptBuilder, build_messages, target_text
+from emorl.prompts import (
+    DEFAULT_SYSTEM_PROMPT,
+    PROSODY_QUESTION,
+    FormatMix,
+    PromptBuilder,
+    build_messages,
+    get_format,
+    target_text,
+)
 from emorl.prosody.task import TaskMix, describe_prosody, known_levels, read_description, row_bins
 from emorl.prosody.task_metrics import DescriptionAccuracy
 from emorl.reasoning import esr_blocks, eur_rationale
@@ -98,7 +112,12 @@ class SFTLALM(L.LightningModule):
         model: a zoo name or a local folder (the base model; checkpoints add the trained weights).
         init_checkpoint: an emorl SFT checkpoint (same LoRA / projector options) whose trained
             weights start this run, e.g. EmotionThinker-Base before the emotion-reasoning SFT.
-        prompt_format: ``ir`` (the paper's SFT + IR), ``eur`` or ``esr`` (reasoning targets).
+        prompt_format: ``ir`` (the paper's SFT + IR), ``eur`` or ``esr`` (reasoning targets); the
+            format validation and test ask for.
+        extra_formats: more answer formats mixed into training, a list (``[ir]``: each format
+            of ``[prompt_format, *extra_formats]`` equally often) or a mapping name -> weight
+            (``prompt_format`` weighs 1); each clip's format per epoch is drawn by
+            :class:`emorl.prompts.FormatMix`. ``null``: ``prompt_format`` alone.
         reasoning: where ``eur`` / ``esr`` targets get their reasoning when a manifest row has none:
             ``manifest`` (no template: an IR target, counted in the log) or ``template``
             (:mod:`emorl.reasoning`: transcript, key words, prosody caption, label).
@@ -106,7 +125,7 @@ class SFTLALM(L.LightningModule):
             each clip's task per epoch is drawn from these weights (:class:`TaskMix`); ``null``:
             the emotion task alone. The emotion metrics are computed when ``emotion`` has a
             weight, the description accuracies when ``prosody`` has one.
-        task_seed: seeds the task draw (same seed, epoch and clip key: same task).
+        task_seed: seeds the task and format draws (same seed, epoch and clip key: same task, same format).
         prosody_max_new_tokens: description length at validation / test.
         system_prompt / shuffle_options / prompt_seed: see :class:`emorl.prompts.PromptBuilder`.
         lora: LoRA options (``r``, ``alpha``, ``dropout``, ``target_modules``); ``null`` with
@@ -125,6 +144,7 @@ class SFTLALM(L.LightningModule):
         model: str = "qwen2-audio-7b-instruct",
         init_checkpoint: str | None = None,
         prompt_format: str = "ir",
+        extra_formats: dict[str, float] | list[str] | None = None,
         reasoning: str = "manifest",
         tasks: dict[str, float] | list | None = None,
         task_seed: int = 0,
@@ -151,6 +171,8 @@ class SFTLALM(L.LightningModule):
         if lora is None and not full_finetune:
             lora = dict(DEFAULT_LORA)
         self.prompts = PromptBuilder(class_names, prompt_format, system_prompt, shuffle_options, prompt_seed)
+        self.format_mix = FormatMix.from_config(prompt_format, extra_formats, task_seed)
+        self.format_counts: Counter = Counter()  # training clips per answer format, this epoch
         self.task_mix = TaskMix.from_config(tasks, task_seed)
         self.prosody_messages = build_messages(PROSODY_QUESTION, system_prompt)
         self.backbone = load_backbone(
@@ -208,17 +230,19 @@ class SFTLALM(L.LightningModule):
         labels = [names[int(i)] for i in batch["label"]]
         rows = batch.get("row") or [None] * len(labels)
         tasks = self.plan_tasks(batch, epoch)
-        messages = self.prompts.messages(batch["key"])
+        formats = self.format_mix.plan(batch["key"], epoch)
+        messages = self.prompts.messages(batch["key"], formats)
         targets = []
-        for i, (task, label, row) in enumerate(zip(tasks, labels, rows)):
+        for i, (task, fmt, label, row) in enumerate(zip(tasks, formats, labels, rows)):
             if task == "prosody":
                 messages[i] = self.prosody_messages
                 targets.append(describe_prosody(row_bins(row)))
             else:
-                targets.append(sft_target(self.prompts.format.name, label, row, self.hparams.reasoning))
-        if self.prompts.format.reasoning:
-            self.fallback_targets += sum(target.startswith("<answer>")
-                                         for target, task in zip(targets, tasks) if task == "emotion")
+                targets.append(sft_target(fmt, label, row, self.hparams.reasoning))
+                if epoch is not None:
+                    self.format_counts[fmt] += 1
+                if get_format(fmt).reasoning and targets[-1].startswith("<answer>"):
+                    self.fallback_targets += 1
         inputs = build_prompts(self.backbone, messages, clips_from_batch(batch))
         grad = torch.enable_grad() if self.hparams.train_projector or self.hparams.full_finetune else torch.no_grad()
         with grad, compute_context(self.backbone):
@@ -242,6 +266,12 @@ class SFTLALM(L.LightningModule):
             log.warning("%d training targets had no reasoning in their manifest row and used an IR "
                         "target instead", self.fallback_targets)
             self.fallback_targets = 0
+        if self.format_mix.mixed:
+            self.log_dict({f"train/formats/{fmt}": float(self.format_counts.get(fmt, 0))
+                           for fmt in self.format_mix.weights}, reduce_fx="sum", sync_dist=True)
+            log.info("epoch %d: emotion answers per format: %s", self.current_epoch,
+                     ", ".join(f"{fmt} {self.format_counts.get(fmt, 0)}" for fmt in self.format_mix.weights))
+        self.format_counts.clear()
         if self.task_mix is not None:
             counts = {task: self.task_counts.get(task, 0) for task in ("emotion", "prosody")}
             self.log_dict({f"train/tasks/{task}": float(n) for task, n in counts.items()}
