@@ -255,7 +255,9 @@ def run_command(argv: Sequence[str]) -> int:
         if args.command == "checkpoint":
             return _run_checkpoint(args)
         from emorl.demo import run_demo, run_emorl_demo
+        from emorl.errors import verbose
 
+        args.verbose = args.verbose or verbose()  # `emorl --verbose demo`: cli.main takes the flag out first
         if args.config:
             run_demo(args.data_root, args.config, args.max_epochs, verbose=args.verbose)
         else:

@@ -322,3 +322,20 @@ def run_lightning(argv: list[str]) -> None:
         if found is None:
             raise
         sys.exit(report(command, found))
+    except SystemExit:  # a SIGTERM stop (every rank at the same batch) or a one-line error
+        end_process_group()
+        raise
+    end_process_group()
+
+
+def end_process_group() -> None:
+    """Destroy the default process group of a finished run while the interpreter is still whole.
+
+    Left to the interpreter's shutdown, a gloo group can abort a run that has finished ("terminate called
+    without an active exception", exit status -6) or hang its exit: its worker threads still hold tensors
+    whose release needs the GIL (pytorch/pytorch#179291). Lightning destroys only NCCL groups at exit.
+    Not called after a crash: the other ranks may still be inside a collective."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

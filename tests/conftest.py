@@ -3,6 +3,25 @@ from pathlib import Path
 
 import pytest
 
+#: what Lightning's process launcher writes into ``os.environ`` of the process that runs a Trainer under
+#: DDP or ModelParallelStrategy, one device included. Left behind in the pytest process by an in-process
+#: run, they reach every later ``emorl fit`` subprocess, which then takes itself for an externally
+#: launched rank (LOCAL_RANK is set), starts no other rank and waits for it until the test's timeout.
+LAUNCHER_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK",
+                        "PL_GLOBAL_SEED")
+
+
+@pytest.fixture(autouse=True)
+def _restore_launcher_environment():
+    """Each test ends with the launcher's variables as it found them."""
+    before = {name: os.environ.get(name) for name in LAUNCHER_ENVIRONMENT}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:

@@ -264,6 +264,9 @@ def _worker(rank: int, world_size: int, port: int, cases: list[dict], out_dir: s
         else:
             results.append(run_case(case, world_size))
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+    from emorl.lightning_cli import end_process_group
+
+    end_process_group()  # a gloo group left to the interpreter's shutdown can abort the worker
 
 
 def free_port() -> int:

@@ -93,3 +93,16 @@ def test_quiet_console_is_a_no_op_when_verbose():
     console.quiet_console(verbose=False)
     assert logger.level == logging.WARNING
     logger.setLevel(logging.NOTSET)
+
+
+def test_emorl_verbose_demo_reaches_the_demo(monkeypatch):
+    """`emorl demo --verbose`: cli.main takes --verbose out as a global option; the demo still gets it."""
+    import emorl.demo
+    from emorl.cli import main
+
+    seen = {}
+    monkeypatch.setattr(emorl.demo, "run_emorl_demo", lambda *a, **k: seen.update(k))
+    monkeypatch.setenv("EMORL_TRACEBACK", "0")  # restored (removed) after the test: main sets it to 1
+    with pytest.raises(SystemExit) as done:
+        main(["demo", "--verbose"])
+    assert done.value.code == 0 and seen["verbose"] is True

@@ -115,6 +115,31 @@ def test_sizes_that_do_not_make_the_world_are_a_one_line_error_of_emorl_fit(tmp_
         "product the world size")
 
 
+def test_a_finished_run_destroys_its_process_group(tmp_path, monkeypatch):
+    """A gloo group left to the interpreter's shutdown can abort a run that has finished (exit status
+    -6, "terminate called without an active exception"): `emorl fit` destroys it when the run ends."""
+    import torch.distributed as dist
+
+    from emorl.cli import main
+
+    corpus = make_tiny_corpus(tmp_path / "c", per_speaker_label=1)
+    path = tmp_path / "fit.yaml"
+    path.write_text(yaml.safe_dump(_config(corpus.root, tmp_path / "record", devices=1, max_steps=1)))
+    monkeypatch.chdir(tmp_path)
+    from emorl.lightning_cli import EmorlCLI
+
+    seen, after_fit = {}, EmorlCLI.after_fit
+
+    def spy(cli):
+        seen["initialized"] = dist.is_initialized()
+        after_fit(cli)
+
+    monkeypatch.setattr(EmorlCLI, "after_fit", spy)
+    main(["fit", "--config", str(path)])
+    assert seen == {"initialized": True}  # the run had a process group
+    assert not dist.is_initialized()
+
+
 # -- 2 processes: the real GRPOLALM, all weights trained ------------------------------------------
 def _grpo_config(data_dir: Path, record: Path, name: str) -> dict:
     """configs/emorl_esr.yaml on the tiny Qwen2-Audio, full fine-tuning (a sharded KL reference), float32,

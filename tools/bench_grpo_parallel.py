@@ -47,6 +47,9 @@ def _worker(rank: int, args, folder: str, work: str, strategy: str, port: int, o
     result = bench_grpo.run_emorl(args, Path(folder), Path(work) / f"{strategy}_rank{rank}", bench_grpo.Clock("cpu"))
     if rank == 0:
         Path(out).write_text(json.dumps({"rows": result["rows"], "memory": result["memory"]}, default=str))
+    from emorl.lightning_cli import end_process_group
+
+    end_process_group()  # a gloo group left to the interpreter's shutdown can abort the worker
 
 
 def run_strategy(args, folder: Path, work: Path, strategy: str) -> dict:
