@@ -321,6 +321,7 @@ def run_lightning(argv: list[str]) -> None:
         found = find_user_error(err, user_error_types())
         if found is None:
             raise
+        end_process_group()
         sys.exit(report(command, found))
     except SystemExit:  # a SIGTERM stop (every rank at the same batch) or a one-line error
         end_process_group()
